@@ -1,0 +1,215 @@
+//! The central cache: for each size class, the spans that still have free objects, behind one
+//! lock per class (lock striping).
+//!
+//! CPU caches take objects from here in batches and give them back in batches. A batch given
+//! back is sorted into the spans its objects belong to (found through the page map); a span
+//! whose objects have all come back goes straight to the page heap.
+
+use core::ptr;
+
+use lock_api::{Mutex, RawMutex};
+
+use crate::page_heap::{Ctx, PageHeap};
+use crate::page_map::PageMap;
+use crate::page_source::PageSource;
+use crate::size_class::{class_size, span_pages};
+use crate::span::{FreeObj, Span, SpanFlags};
+use crate::sync::{AtomicUsize, Ordering};
+
+/// A chain of free objects linked through their first word.
+pub(crate) struct Chain {
+    pub(crate) head: *mut FreeObj,
+    pub(crate) tail: *mut FreeObj,
+    pub(crate) len: usize,
+}
+
+impl Chain {
+    pub(crate) const EMPTY: Chain = Chain {
+        head: ptr::null_mut(),
+        tail: ptr::null_mut(),
+        len: 0,
+    };
+
+    /// Put `obj` in front.
+    ///
+    /// # Safety
+    /// `obj` must be a free object of at least one word, owned by the caller.
+    pub(crate) unsafe fn push(&mut self, obj: *mut FreeObj) {
+        // SAFETY: the caller owns the free object.
+        unsafe { (*obj).next = self.head };
+        if self.head.is_null() {
+            self.tail = obj;
+        }
+        self.head = obj;
+        self.len += 1;
+    }
+}
+
+/// One class's list of spans with free objects. Guarded by the class's lock.
+pub(crate) struct CentralList {
+    /// Doubly linked through `Span::next`/`prev`; every span here has a free object.
+    head: *mut Span,
+    /// Spans of this class in use (in the list or full).
+    pub(crate) spans: usize,
+}
+
+// SAFETY: the spans are heap metadata reachable only under the class lock.
+unsafe impl Send for CentralList {}
+
+/// A class's list and the counter that stats read without taking its lock.
+pub(crate) struct CentralClass<R: RawMutex> {
+    pub(crate) list: Mutex<R, CentralList>,
+    /// Free objects held by this class's spans (including never-carved ones).
+    pub(crate) free_objects: AtomicUsize,
+}
+
+impl<R: RawMutex> CentralClass<R> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            list: Mutex::const_new(
+                R::INIT,
+                CentralList {
+                    head: ptr::null_mut(),
+                    spans: 0,
+                },
+            ),
+            free_objects: AtomicUsize::new(0),
+        }
+    }
+
+    /// Take up to `n` objects of `class`; gets a new span from the page heap when the class
+    /// has none with free objects. Returns fewer (maybe none) only when memory is exhausted.
+    pub(crate) fn remove_batch<S: PageSource>(
+        &self,
+        class: usize,
+        n: usize,
+        page_heap: &Mutex<R, PageHeap<S>>,
+        cx: &Ctx<'_, S::Map>,
+    ) -> Chain {
+        let size = class_size(class);
+        let mut chain = Chain::EMPTY;
+        let mut list = self.list.lock();
+        let mut free = self.free_objects.load(Ordering::Relaxed);
+        while chain.len < n {
+            let mut span = list.head;
+            if span.is_null() {
+                let pages = span_pages(class, cx.g.page_size());
+                let got = page_heap
+                    .lock()
+                    .alloc_span(cx, pages, cx.g.page_size(), class as u8);
+                let Some(new) = got else { break };
+                // SAFETY: a fresh span record owned by this class from now on.
+                unsafe {
+                    (*new).capacity = ((pages << cx.g.page_shift) / size) as u32;
+                    free += (*new).capacity as usize;
+                    list.push_front(new);
+                }
+                list.spans += 1;
+                span = new;
+            }
+            // SAFETY: spans in the list are live spans of this class; we hold its lock.
+            let s = unsafe { &mut *span };
+            while chain.len < n && s.has_free() {
+                // SAFETY: `s` has a free object, taken under the class lock; the chain owns it.
+                unsafe { chain.push(s.take(size)) };
+                free -= 1;
+            }
+            if !s.has_free() {
+                // SAFETY: `s` is in the list.
+                unsafe { list.unlink(s) };
+            }
+        }
+        self.free_objects.store(free, Ordering::Relaxed);
+        chain
+    }
+
+    /// Give back `len` objects of `class` linked from `head`. Spans left with no object in use
+    /// return to the page heap.
+    ///
+    /// # Safety
+    /// Every object in the chain must be a free object of `class` handed out by this heap and
+    /// not returned since.
+    pub(crate) unsafe fn insert_batch<S: PageSource>(
+        &self,
+        mut head: *mut FreeObj,
+        page_heap: &Mutex<R, PageHeap<S>>,
+        cx: &Ctx<'_, S::Map>,
+    ) {
+        let mut list = self.list.lock();
+        let mut free = self.free_objects.load(Ordering::Relaxed);
+        while !head.is_null() {
+            let obj = head;
+            // SAFETY: chain objects are free and hold their link.
+            head = unsafe { (*obj).next };
+            let Some(pr) = cx.map.page(obj as usize, cx.g.page_shift) else {
+                continue;
+            };
+            let span = pr.span.load(Ordering::Relaxed);
+            // SAFETY: the object is of a live span of this class (caller's guarantee), whose
+            // record the page map points to; we hold the class lock.
+            let s = unsafe { &mut *span };
+            // SAFETY: as above.
+            unsafe { s.put(obj) };
+            free += 1;
+            if !s.flags.contains(SpanFlags::IN_CENTRAL) {
+                // SAFETY: a live span of this class, not in the list.
+                unsafe { list.push_front(span) };
+            }
+            if s.allocated == 0 {
+                // SAFETY: `s` is in the list (pushed above if it was not).
+                unsafe { list.unlink(s) };
+                list.spans -= 1;
+                free -= s.capacity as usize;
+                // SAFETY: no object of the span is in use or cached anywhere.
+                unsafe { page_heap.lock().free_span(cx, span) };
+            }
+        }
+        self.free_objects.store(free, Ordering::Relaxed);
+    }
+
+    /// Walk the class's spans in the list (for invariant checks).
+    pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Span)) {
+        let list = self.list.lock();
+        let mut s = list.head;
+        // SAFETY: listed spans are live records; we hold the lock.
+        while let Some(span) = unsafe { s.as_ref() } {
+            f(span);
+            s = span.next;
+        }
+    }
+}
+
+impl CentralList {
+    /// # Safety
+    /// `span` must be a live span of this class, not in the list.
+    unsafe fn push_front(&mut self, span: *mut Span) {
+        // SAFETY: the caller guarantees a live record; links are ours under the lock.
+        unsafe {
+            (*span).prev = ptr::null_mut();
+            (*span).next = self.head;
+            if let Some(h) = self.head.as_mut() {
+                h.prev = span;
+            }
+            (*span).flags.insert(SpanFlags::IN_CENTRAL);
+        }
+        self.head = span;
+    }
+
+    /// # Safety
+    /// `span` must be in the list.
+    unsafe fn unlink(&mut self, span: &mut Span) {
+        // SAFETY: neighbours in the list are live records.
+        unsafe {
+            match span.prev.as_mut() {
+                Some(p) => p.next = span.next,
+                None => self.head = span.next,
+            }
+            if let Some(n) = span.next.as_mut() {
+                n.prev = span.prev;
+            }
+        }
+        span.next = ptr::null_mut();
+        span.prev = ptr::null_mut();
+        span.flags.remove(SpanFlags::IN_CENTRAL);
+    }
+}

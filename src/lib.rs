@@ -1,0 +1,58 @@
+//! # cpuheap
+//!
+//! A TCMalloc-style memory allocator for places with no OS underneath: per-CPU caches over a
+//! central cache with one lock per size class, over a bitmap page heap, fed by memory the
+//! caller hands over.
+//!
+//! ```text
+//!   alloc ──► CPU slot (try-lock, free list per class) ──► central cache[class] (lock)
+//!                                                            │
+//!                                                            ▼
+//!                          page map (lock-free reads) ◄── page heap (bitmap, lock) ◄── PageSource
+//! ```
+//!
+//! - [`size_class`]: the compile-time size-class table.
+//! - [`cpu_cache`](crate::cpu_cache): per-CPU slots.
+//! - [`central_cache`](crate::central_cache): per-class span lists.
+//! - [`page_heap`](crate::page_heap): the bitmap page heap and metadata.
+//! - [`page_map`]: page → span, lock-free.
+//! - [`page_source`]: [`PageSource`] and [`StaticRegion`].
+//! - [`Heap`] ties them together and implements `GlobalAlloc` and `allocator_api2`'s
+//!   `Allocator`.
+//!
+//! ```no_run
+//! use core::mem::MaybeUninit;
+//! use cpuheap::{Config, Heap, SingleCpu, StaticRegion};
+//!
+//! #[global_allocator]
+//! static HEAP: Heap<StaticRegion<1>> = Heap::new(StaticRegion::new(), SingleCpu::new(), Config::small());
+//! static mut REGION: [MaybeUninit<u8>; 32 * 1024] = [MaybeUninit::uninit(); 32 * 1024];
+//!
+//! fn main() {
+//!     // SAFETY: called once, before anything else uses REGION.
+//!     HEAP.add_region(unsafe { &mut *core::ptr::addr_of_mut!(REGION) });
+//! }
+//! ```
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+
+mod central_cache;
+mod cpu_cache;
+mod heap;
+mod page_heap;
+pub mod page_map;
+pub mod page_source;
+mod platform;
+pub mod size_class;
+mod span;
+mod stats;
+mod sync;
+
+pub use heap::{Config, Heap, InvariantError};
+pub use page_map::{FlatMap, PageMap};
+pub use page_source::{PageSource, Run, StaticRegion};
+pub use platform::{default_fatal, Fault, FaultKind, Platform, SingleCpu};
+pub use stats::Stats;
+#[cfg(feature = "critical-section")]
+pub use sync::CriticalSectionRawMutex;
+pub use sync::DefaultRawMutex;

@@ -1,0 +1,159 @@
+//! Where the heap's memory comes from: the [`PageSource`] trait and [`StaticRegion`].
+
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+
+use crate::page_map::{FlatMap, PageMap};
+
+/// A run of memory handed from a source to the heap: `len` bytes at `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First byte.
+    pub base: NonNull<u8>,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// A provider of memory for the heap: a static region, a kernel's frame allocator, mmap.
+///
+/// The heap calls it with its page-heap lock held, so a source is never called concurrently
+/// and must never allocate from the heap it feeds.
+///
+/// # Safety
+/// A run returned by [`grow`](Self::grow) must be valid for reads and writes for its whole
+/// length, must not overlap any other run this source handed out and has not taken back, and
+/// must stay valid until [`release`](Self::release) takes it back (or forever).
+pub unsafe trait PageSource: Send {
+    /// The page map that maps the addresses of this source's runs to the heap's spans.
+    /// [`FlatMap<N>`] suits sources that produce at most `N` runs.
+    type Map: PageMap;
+
+    /// Hand out a run of at least `min_bytes` bytes whose base is aligned to `align` (the
+    /// heap's page size, a power of two). A longer run is welcome: the heap keeps all of it.
+    /// Returns `None` when no more memory can be had.
+    fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run>;
+
+    /// Take back a whole run that [`grow`](Self::grow) handed out. Returns `false` if this
+    /// source cannot take memory back, in which case the heap keeps the run.
+    ///
+    /// # Safety
+    /// `run` must be exactly a run this source handed out, and the heap must not touch it
+    /// again.
+    unsafe fn release(&mut self, run: Run) -> bool {
+        let _ = run;
+        false
+    }
+}
+
+/// A source over up to `N` caller-supplied regions of memory, for example `static` arrays.
+///
+/// Regions may be discontiguous and may be added at any time through
+/// [`Heap::add_region`](crate::Heap::add_region). Each is handed to the heap whole, the first
+/// time the heap needs memory it fits. Memory is never taken back.
+pub struct StaticRegion<const N: usize = 4> {
+    pending: heapless::Vec<Run, N>,
+}
+
+// SAFETY: the runs are exclusively owned memory (`&'static mut` when added), so moving the
+// source to another thread moves that ownership with it.
+unsafe impl<const N: usize> Send for StaticRegion<N> {}
+
+impl<const N: usize> StaticRegion<N> {
+    /// A source with no regions yet.
+    pub const fn new() -> Self {
+        Self {
+            pending: heapless::Vec::new(),
+        }
+    }
+
+    /// Add a region. Returns `false` if `N` regions are already pending, or the region is
+    /// empty.
+    pub fn add(&mut self, region: &'static mut [MaybeUninit<u8>]) -> bool {
+        let len = region.len();
+        let Some(base) = NonNull::new(region.as_mut_ptr().cast::<u8>()) else {
+            return false;
+        };
+        if len == 0 {
+            return false;
+        }
+        self.pending.push(Run { base, len }).is_ok()
+    }
+
+    /// Bytes in regions not yet handed to the heap.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(|r| r.len).sum()
+    }
+}
+
+impl<const N: usize> Default for StaticRegion<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every run comes from a `&'static mut` region, is trimmed inside it, and is handed
+// out exactly once (it is removed from `pending`).
+unsafe impl<const N: usize> PageSource for StaticRegion<N> {
+    type Map = FlatMap<N>;
+
+    fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        let idx = self
+            .pending
+            .iter()
+            .position(|r| trim(*r, align).is_some_and(|t| t.len >= min_bytes))?;
+        let run = self.pending.swap_remove(idx);
+        trim(run, align)
+    }
+}
+
+/// Shrink `run` to whole `align`-aligned pages.
+fn trim(run: Run, align: usize) -> Option<Run> {
+    let start = run.base.as_ptr() as usize;
+    let end = start.checked_add(run.len)?;
+    let aligned_start = start.checked_add(align - 1)? & !(align - 1);
+    let aligned_end = end & !(align - 1);
+    if aligned_end <= aligned_start {
+        return None;
+    }
+    // `aligned_start` lies inside the region, so it is derived from its provenance.
+    let base = run.base.as_ptr().wrapping_add(aligned_start - start);
+    Some(Run {
+        base: NonNull::new(base)?,
+        len: aligned_end - aligned_start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::boxed::Box;
+    use std::vec;
+
+    fn leak(n: usize) -> &'static mut [MaybeUninit<u8>] {
+        Box::leak(vec![MaybeUninit::uninit(); n].into_boxed_slice())
+    }
+
+    #[test]
+    fn hands_out_aligned_runs_once() {
+        let mut s: StaticRegion<2> = StaticRegion::new();
+        assert!(s.add(leak(10_000)));
+        assert!(s.add(leak(100_000)));
+        assert!(!s.add(leak(10)), "capacity is 2");
+        let big = s.grow(50_000, 4096).expect("the large region fits");
+        assert_eq!(big.base.as_ptr() as usize % 4096, 0);
+        assert!(big.len >= 90_000 && big.len % 4096 == 0);
+        assert!(s.grow(50_000, 4096).is_none(), "only the small region is left");
+        let small = s.grow(1, 4096).expect("small region");
+        assert!(small.len >= 4096);
+        assert!(s.grow(1, 4096).is_none());
+        assert_eq!(s.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn a_region_smaller_than_a_page_is_useless() {
+        let mut s: StaticRegion<1> = StaticRegion::new();
+        s.add(leak(100));
+        assert!(s.grow(1, 4096).is_none());
+    }
+}
