@@ -200,7 +200,7 @@ fn main() {
     let t_start = Instant::now();
     let region = Region::new(REGION_BYTES);
     let eff_region = Region::new(o.eff_bytes);
-    let _ = workloads::ns_per_tick();
+    let _ = (workloads::ns_per_tick(), workloads::timer_overhead_ticks());
     let mut res = Results::default();
     for run in 0..o.runs {
         let mut kinds = o.kinds.clone();
@@ -346,7 +346,7 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
     s.push_str(&md_table(&header, &table));
     // Latency.
     for &w in &lat_wls {
-        let _ = writeln!(s, "\n### {} — nanoseconds (median over runs of each run's percentile; TSC-timed, includes ~10-20 ns of timer overhead)\n", w.title());
+        let _ = writeln!(s, "\n### {} — nanoseconds (median over runs of each run's percentile; TSC-timed, the timer's own {:.0} ns subtracted)\n", w.title(), workloads::timer_overhead_ticks() as f64 * workloads::ns_per_tick());
         let header: Vec<String> = ["allocator", "alloc p50", "alloc p99", "alloc max", "free p50", "free p99", "free max"]
             .iter()
             .map(|x| x.to_string())

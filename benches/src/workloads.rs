@@ -427,14 +427,32 @@ pub fn ns_per_tick() -> f64 {
     })
 }
 
+/// The timer's own cost in ticks (median of back-to-back reads), subtracted from
+/// every latency sample.
+pub fn timer_overhead_ticks() -> u64 {
+    static V: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        let mut v: Vec<u64> = (0..100_000)
+            .map(|_| {
+                let t0 = ticks();
+                let t1 = ticks();
+                t1 - t0
+            })
+            .collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    })
+}
+
 fn percentiles(v: &mut [u32]) -> [f64; 3] {
     if v.is_empty() {
         return [f64::NAN; 3];
     }
     v.sort_unstable();
     let k = ns_per_tick();
-    let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 * k;
-    [at(0.5), at(0.99), *v.last().unwrap() as f64 * k]
+    let o = timer_overhead_ticks() as f64;
+    let ns = |t: u32| (t as f64 - o).max(0.0) * k;
+    [ns(v[(v.len() - 1) / 2]), ns(v[((v.len() - 1) as f64 * 0.99) as usize]), ns(*v.last().unwrap())]
 }
 
 /// Workload (f): churn as in (a), timing every alloc and every free with the TSC.

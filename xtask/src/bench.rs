@@ -1,0 +1,220 @@
+//! `cargo xtask bench`: build and run the benchmark harness (`benches/`, package
+//! `cpuheap-bench`), print its markdown table, write `benches/results/latest.{md,svg}`,
+//! and count the small-object fast path's instructions under callgrind.
+//!
+//! ```text
+//! cargo xtask bench                 full run (5 runs, ~5-8 min) + callgrind
+//! cargo xtask bench --quick         3 short runs (~1-2 min) + callgrind
+//! cargo xtask bench --callgrind     only the instruction count
+//! cargo xtask bench --no-callgrind  skip the instruction count
+//! any other argument is passed to the harness binary (see `--help` there), e.g.
+//! cargo xtask bench --quick --only a,b --alloc cpuheap,mimalloc,glibc
+//! ```
+//!
+//! Plain std only: no crates.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "cargo xtask bench [--quick] [--callgrind | --no-callgrind] [--size BYTES] [HARNESS ARGS...]
+  --quick          3 short runs (about 1-2 minutes)
+  --callgrind      only the callgrind instruction count of the alloc+free fast path
+  --no-callgrind   skip the instruction count
+  --size BYTES     object size of the fast-path probe (default 32)
+  HARNESS ARGS     passed to cpuheap-bench: --runs N --window-ms MS --only a,b,c,d1,d2,f1,f2,e
+                   --alloc NAME,... --eff-mib MIB (run `target/release/cpuheap-bench --help`)";
+
+/// Allocators probed by callgrind (those the harness build has; `noop` is the loop alone).
+const CALLGRIND_ALLOCS: &[&str] = &[
+    "cpuheap",
+    "cpuheap-region",
+    "mimalloc",
+    "mimalloc-raw",
+    "jemalloc",
+    "snmalloc",
+    "rpmalloc",
+    "glibc",
+    "talc",
+    "rlsf",
+    "noop",
+];
+
+/// Pair counts of the two callgrind runs; their difference cancels start-up costs.
+const N1: u64 = 200_000;
+const N2: u64 = 400_000;
+
+/// Entry point called by `xtask/src/main.rs` for `cargo xtask bench ARGS`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut callgrind = true;
+    let mut only_callgrind = false;
+    let mut size = 32usize;
+    let mut quick = false;
+    let mut pass: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--callgrind" => only_callgrind = true,
+            "--no-callgrind" => callgrind = false,
+            "--size" => {
+                size = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--size needs a number of bytes")?
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "--quick" => {
+                quick = true;
+                pass.push(a.clone());
+            }
+            _ => pass.push(a.clone()),
+        }
+    }
+    let _ = quick;
+    let root = workspace_root();
+    let results = root.join("benches").join("results");
+    std::fs::create_dir_all(&results).map_err(|e| format!("create {}: {e}", results.display()))?;
+
+    build(&root)?;
+    let bin_dir = target_dir(&root).join("release");
+    let bench = bin_dir.join(exe("cpuheap-bench"));
+    let fastpath = bin_dir.join(exe("fastpath"));
+
+    if !only_callgrind {
+        let mut cmd = Command::new(&bench);
+        cmd.args(&pass).arg("--out").arg(&results).current_dir(&root);
+        eprintln!("+ {:?}", cmd);
+        let st = cmd.status().map_err(|e| format!("run {}: {e}", bench.display()))?;
+        if !st.success() {
+            return Err(format!("cpuheap-bench failed: {st}"));
+        }
+    }
+    if callgrind || only_callgrind {
+        match callgrind_table(&fastpath, size) {
+            Ok(md) => {
+                println!("{md}");
+                std::fs::write(results.join("callgrind.md"), &md)
+                    .map_err(|e| format!("write callgrind.md: {e}"))?;
+                if !only_callgrind {
+                    let latest = results.join("latest.md");
+                    let mut s = std::fs::read_to_string(&latest).unwrap_or_default();
+                    s.push('\n');
+                    s.push_str(&md);
+                    std::fs::write(&latest, s).map_err(|e| format!("write latest.md: {e}"))?;
+                }
+            }
+            Err(e) if !only_callgrind => eprintln!("callgrind skipped: {e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    eprintln!(
+        "results: {} {}",
+        results.join("latest.md").display(),
+        results.join("latest.svg").display()
+    );
+    Ok(())
+}
+
+fn exe(name: &str) -> String {
+    format!("{name}{}", std::env::consts::EXE_SUFFIX)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                root.join(d)
+            }
+        }
+        None => root.join("target"),
+    }
+}
+
+fn build(root: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "-p", "cpuheap-bench", "--bins"]).current_dir(root);
+    eprintln!("+ {:?}", cmd);
+    let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("building cpuheap-bench failed: {st}"))
+    }
+}
+
+/// Instructions collected inside `fastpath::pairs` for `n` pairs.
+fn collected(fastpath: &Path, alloc: &str, n: u64, size: usize) -> Result<u64, String> {
+    let out = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--toggle-collect=*fastpath*pairs*",
+        ])
+        .arg(fastpath)
+        .args([alloc, &n.to_string(), &size.to_string()])
+        .output()
+        .map_err(|e| format!("valgrind: {e} (is valgrind installed?)"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("valgrind {alloc} {n} failed: {}\n{err}", out.status));
+    }
+    err.lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("Collected :")?;
+            rest.trim().replace(',', "").parse().ok()
+        })
+        .ok_or_else(|| format!("no 'Collected' line in callgrind output for {alloc}:\n{err}"))
+}
+
+fn callgrind_table(fastpath: &Path, size: usize) -> Result<String, String> {
+    let listed = Command::new(fastpath)
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("run {}: {e}", fastpath.display()))?;
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    let available: Vec<&str> = listed.split_whitespace().collect();
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    for &a in CALLGRIND_ALLOCS.iter().filter(|a| available.contains(a)) {
+        eprint!("callgrind {a} ... ");
+        let i1 = collected(fastpath, a, N1, size)?;
+        let i2 = collected(fastpath, a, N2, size)?;
+        let per = i2.saturating_sub(i1) as f64 / (N2 - N1) as f64;
+        eprintln!("{per:.1} instructions/pair");
+        rows.push((a.to_string(), per));
+    }
+    let noop = rows.iter().find(|r| r.0 == "noop").map(|r| r.1).unwrap_or(0.0);
+    let base = rows
+        .iter()
+        .find(|r| r.0 == "cpuheap")
+        .or_else(|| rows.iter().find(|r| r.0 == "cpuheap-region"))
+        .map(|r| r.1 - noop);
+    let mut s = String::new();
+    s.push_str(&format!(
+        "### Fast path: instructions per alloc+free pair ({size} B, one thread, callgrind)\n\n\
+         `valgrind --tool=callgrind --toggle-collect='*fastpath*pairs*'` on `benches/src/bin/fastpath.rs`, \
+         (I({N2}) - I({N1})) / {} pairs. `net` subtracts the harness loop alone (`noop`). \
+         `mimalloc` is the crate's `GlobalAlloc` (always `mi_malloc_aligned`), `mimalloc-raw` calls `mi_malloc`/`mi_free`.\n\n",
+        N2 - N1
+    ));
+    s.push_str("| allocator | instructions/pair | net | vs cpuheap (net) |\n|---|---:|---:|---:|\n");
+    for (a, per) in &rows {
+        let net = per - noop;
+        let vs = match base {
+            Some(b) if a != "noop" && b > 0.0 => format!("{:.2}", net / b),
+            _ => "–".into(),
+        };
+        let net_s = if a == "noop" { "–".to_string() } else { format!("{net:.1}") };
+        s.push_str(&format!("| {a} | {per:.1} | {net_s} | {vs} |\n"));
+    }
+    Ok(s)
+}
