@@ -100,7 +100,7 @@ impl<R: RawMutex> CentralClass<R> {
                 let Some(new) = got else { break };
                 // SAFETY: a fresh span record owned by this class from now on.
                 unsafe {
-                    (*new).capacity = ((pages << cx.g.page_shift) / size) as u32;
+                    (*new).capacity = ((pages << cx.g.page_shift) / size) as u16;
                     free += (*new).capacity as usize;
                     list.push_front(new);
                 }

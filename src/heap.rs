@@ -137,7 +137,11 @@ pub struct InvariantError {
 
 impl fmt::Display for InvariantError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cpuheap invariant violated: {} (at {:#x})", self.what, self.at)
+        write!(
+            f,
+            "cpuheap invariant violated: {} (at {:#x})",
+            self.what, self.at
+        )
     }
 }
 
@@ -155,8 +159,12 @@ fn broken<T>(what: &'static str, at: usize) -> Result<T, InvariantError> {
 /// - `CPUS` is the number of CPU slots; the platform's CPU index is taken modulo it.
 ///
 /// It can be built in a `static` and used as the `#[global_allocator]`.
-pub struct Heap<S: PageSource, P: Platform = SingleCpu, R: RawMutex = DefaultRawMutex, const CPUS: usize = 1>
-{
+pub struct Heap<
+    S: PageSource,
+    P: Platform = SingleCpu,
+    R: RawMutex = DefaultRawMutex,
+    const CPUS: usize = 1,
+> {
     slots: [CpuSlot; CPUS],
     central: [CachePadded<CentralClass<R>>; NUM_CLASSES],
     page_heap: Mutex<R, PageHeap<S>>,
@@ -221,6 +229,18 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         1 << self.page_shift
     }
 
+    /// The size class serving `size` bytes aligned to `align`, or `None` for a page span.
+    /// Objects are aligned to their class size only relative to a page boundary, so an
+    /// alignment above the page size always takes a page span.
+    #[inline]
+    fn class_for(&self, size: usize, align: usize) -> Option<usize> {
+        if align > self.page_size() {
+            None
+        } else {
+            class_for(size, align, self.cfg.max_small)
+        }
+    }
+
     #[inline(always)]
     fn slot(&self) -> &CpuSlot {
         &self.slots[self.platform.current_cpu() % CPUS]
@@ -236,7 +256,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let p = if size <= FAST_SIZE && align <= 8 {
             self.alloc_small(class_of_size(size))
         } else {
-            match class_for(size, align, self.cfg.max_small) {
+            match self.class_for(size, align) {
                 Some(class) => self.alloc_small(class),
                 None => self.alloc_large(size, align),
             }
@@ -346,7 +366,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[cold]
     fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
         let page = self.page_size();
-        let Some(pages) = size.checked_add(page - 1).map(|b| (b >> self.page_shift).max(1)) else {
+        let Some(pages) = size
+            .checked_add(page - 1)
+            .map(|b| (b >> self.page_shift).max(1))
+        else {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return ptr::null_mut();
         };
@@ -484,7 +507,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         }
         let st = &g.slot.stats;
         bump(&st.flushes, 1);
-        bump(&st.cached_bytes, (chain.len * class_size(class)).wrapping_neg());
+        bump(
+            &st.cached_bytes,
+            (chain.len * class_size(class)).wrapping_neg(),
+        );
         // SAFETY: the chain holds free objects of `class` that were cached in the slot.
         unsafe { self.central[class].insert_batch(chain.head, &self.page_heap, &self.cx()) };
     }
@@ -536,7 +562,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             self.fault(FaultKind::ForeignPointer, addr);
         };
         let tag = pr.class.load(Ordering::Relaxed);
-        let new_class = class_for(new_size, layout.align(), self.cfg.max_small);
+        let new_class = self.class_for(new_size, layout.align());
         if (tag as usize) < NUM_CLASSES && tag != CLASS_NONE {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
@@ -594,9 +620,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             ((new_pages - pages) << self.page_shift) as isize
         };
         if delta > 0 {
-            self.stats.other_alloc_bytes.fetch_add(delta as usize, Ordering::Relaxed);
+            self.stats
+                .other_alloc_bytes
+                .fetch_add(delta as usize, Ordering::Relaxed);
         } else {
-            self.stats.other_free_bytes.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+            self.stats
+                .other_free_bytes
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
         }
         self.stats.sync_in_use(delta);
         true
@@ -625,8 +655,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[cfg(feature = "checked")]
     fn live_bit<'a>(&self, pr: &PageRef<'a>, addr: usize) -> (&'a crate::sync::AtomicUsize, usize) {
         use crate::page_map::LIVE_BITS;
-        let bit = (addr & (self.page_size() - 1)) / 8;
-        // SAFETY: the page's live bits cover the whole page.
+        let bit = (addr - pr.live_base) / 8;
+        // SAFETY: the run's live bits cover every 8 bytes of the run, which holds `addr`.
         let word = unsafe { &*pr.live.add(bit / LIVE_BITS) };
         (word, 1usize << (bit % LIVE_BITS))
     }
@@ -661,20 +691,14 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             f.object_size = object_size;
             self.platform.fatal(&f);
         }
-        let expected = class_for(layout.size(), layout.align(), self.cfg.max_small);
+        let expected = self.class_for(layout.size(), layout.align());
         let matches = if tag == CLASS_LARGE {
-            expected.is_none()
-                && layout.size().div_ceil(self.page_size()).max(1) == s.pages
+            expected.is_none() && layout.size().div_ceil(self.page_size()).max(1) == s.pages
         } else {
             expected == Some(tag as usize)
         };
         let (word, bit) = self.live_bit(pr, addr);
-        let live = if clear {
-            word.fetch_and(!bit, Ordering::Relaxed) & bit != 0
-        } else {
-            word.load(Ordering::Relaxed) & bit != 0
-        };
-        if !live {
+        if word.load(Ordering::Relaxed) & bit == 0 {
             self.fault(FaultKind::DoubleFree, addr);
         }
         if !matches {
@@ -682,6 +706,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             f.layout_size = layout.size();
             f.object_size = object_size;
             self.platform.fatal(&f);
+        }
+        // The atomic clear decides between two racing frees of the same object.
+        if clear && word.fetch_and(!bit, Ordering::Relaxed) & bit == 0 {
+            self.fault(FaultKind::DoubleFree, addr);
         }
     }
 
@@ -828,7 +856,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             let mut bad = None;
             c.for_each_listed(|s| {
                 listed[class] += 1;
-                if !s.has_free() || !s.flags.contains(SpanFlags::IN_CENTRAL) || s.class as usize != class {
+                if !s.has_free()
+                    || !s.flags.contains(SpanFlags::IN_CENTRAL)
+                    || s.class as usize != class
+                {
                     bad = Some(s.start);
                 }
             });
@@ -870,7 +901,11 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 if addr < s.start || addr >= s.end(page) {
                     return broken("page map points outside the span", addr);
                 }
-                let expect = if s.flags.contains(SpanFlags::LARGE) { CLASS_LARGE } else { s.class };
+                let expect = if s.flags.contains(SpanFlags::LARGE) {
+                    CLASS_LARGE
+                } else {
+                    s.class
+                };
                 if tag != expect {
                     return broken("page map class disagrees with the span", addr);
                 }
@@ -909,13 +944,19 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let mut small_in_use = 0usize;
         for class in 1..NUM_CLASSES {
             if listed[class] != in_central[class] {
-                return broken("a span with free objects is missing from its central list", class);
+                return broken(
+                    "a span with free objects is missing from its central list",
+                    class,
+                );
             }
             if locks[class].spans != spans[class] {
                 return broken("central span count disagrees with the page map", class);
             }
             if self.central[class].free_objects.load(Ordering::Relaxed) != free_objs[class] {
-                return broken("central free-object counter disagrees with the spans", class);
+                return broken(
+                    "central free-object counter disagrees with the spans",
+                    class,
+                );
             }
             if handed[class] < cached[class] {
                 return broken("more objects cached than handed out of spans", class);
@@ -926,7 +967,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         drop(locks);
         drop(guards);
         if small_in_use + large_bytes != self.stats().in_use_bytes {
-            return broken("objects not conserved: in-use bytes disagree with the spans", small_in_use + large_bytes);
+            return broken(
+                "objects not conserved: in-use bytes disagree with the spans",
+                small_in_use + large_bytes,
+            );
         }
         Ok(())
     }
@@ -966,7 +1010,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             o = unsafe { (*o).next };
         }
         if n + s.allocated as usize != s.carved as usize {
-            return broken("span objects not conserved (free + handed out != carved)", s.start);
+            return broken(
+                "span objects not conserved (free + handed out != carved)",
+                s.start,
+            );
         }
         if s.capacity as usize * size > s.pages * self.page_size() {
             return broken("span capacity exceeds its pages", s.start);
@@ -975,7 +1022,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     }
 }
 
-impl<const N: usize, P: Platform, R: RawMutex, const CPUS: usize> Heap<StaticRegion<N>, P, R, CPUS> {
+impl<const N: usize, P: Platform, R: RawMutex, const CPUS: usize>
+    Heap<StaticRegion<N>, P, R, CPUS>
+{
     /// Give the heap another region of memory. Returns `false` if the source already holds
     /// `N` regions, or the region is empty.
     pub fn add_region(&self, region: &'static mut [MaybeUninit<u8>]) -> bool {
@@ -1012,8 +1061,8 @@ unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> GlobalAl
 
 // SAFETY: as for `GlobalAlloc`; blocks stay valid until deallocated through any copy of the
 // reference, since they all reach the same heap.
-unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> allocator_api2::alloc::Allocator
-    for &Heap<S, P, R, CPUS>
+unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize>
+    allocator_api2::alloc::Allocator for &Heap<S, P, R, CPUS>
 {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let p = Heap::allocate(self, layout);
@@ -1022,7 +1071,10 @@ unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> allocato
             .ok_or(allocator_api2::alloc::AllocError)
     }
 
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+    fn allocate_zeroed(
+        &self,
+        layout: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let p = Heap::allocate_zeroed(self, layout);
         NonNull::new(p)
             .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))

@@ -34,7 +34,11 @@
 //! }
 //! ```
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
-#![warn(missing_docs, clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#![warn(
+    missing_docs,
+    clippy::undocumented_unsafe_blocks,
+    unsafe_op_in_unsafe_fn
+)]
 
 mod central_cache;
 mod cpu_cache;

@@ -269,7 +269,8 @@ impl<S: PageSource> PageHeap<S> {
             return false;
         };
         // Ask for the span plus its metadata, or the growth step if that is more.
-        let meta_pages = Self::meta_need(span_bytes >> cx.g.page_shift, cx.g.page_shift).div_ceil(page);
+        let meta_pages =
+            Self::meta_need(span_bytes >> cx.g.page_shift, cx.g.page_shift).div_ceil(page);
         let Some(min_bytes) = span_bytes.checked_add(meta_pages * page) else {
             return false;
         };
@@ -312,21 +313,23 @@ impl<S: PageSource> PageHeap<S> {
             self.arena_end = base + carve * page;
             base += carve * page;
             pages -= carve;
-            cx.stats.meta_bytes.fetch_add(carve * page, Ordering::Relaxed);
+            cx.stats
+                .meta_bytes
+                .fetch_add(carve * page, Ordering::Relaxed);
         }
         let Some(ext) = self.arena_alloc(size_of::<Extent>(), align_of::<Extent>()) else {
             return false;
         };
         let words = pages.div_ceil(WORD_BITS);
-        let Some(bitmap) = self.arena_alloc(words * size_of::<usize>(), align_of::<usize>())
-        else {
+        let Some(bitmap) = self.arena_alloc(words * size_of::<usize>(), align_of::<usize>()) else {
             return false;
         };
         // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
         let registered = unsafe {
-            cx.map.register(base, pages, cx.g.page_shift, &mut |size, align| {
-                self.arena_alloc(size, align)
-            })
+            cx.map
+                .register(base, pages, cx.g.page_shift, &mut |size, align| {
+                    self.arena_alloc(size, align)
+                })
         };
         if !registered {
             return false;
@@ -410,7 +413,9 @@ impl<S: PageSource> PageHeap<S> {
                 if let Some(pr) = cx.map.page(page, cx.g.page_shift) {
                     pr.class.store(CLASS_META, Ordering::Relaxed);
                 }
-                cx.stats.meta_bytes.fetch_add(cx.g.page_size(), Ordering::Relaxed);
+                cx.stats
+                    .meta_bytes
+                    .fetch_add(cx.g.page_size(), Ordering::Relaxed);
                 self.arena = page;
                 self.arena_end = page + cx.g.page_size();
                 self.arena_alloc(size_of::<Span>(), align_of::<Span>())?
@@ -491,7 +496,12 @@ impl<S: PageSource> PageHeap<S> {
     ///
     /// # Safety
     /// `span` must be a live large span and `new_pages` at least 1 and at most its length.
-    pub(crate) unsafe fn shrink_span(&mut self, cx: &Ctx<'_, S::Map>, span: *mut Span, new_pages: usize) {
+    pub(crate) unsafe fn shrink_span(
+        &mut self,
+        cx: &Ctx<'_, S::Map>,
+        span: *mut Span,
+        new_pages: usize,
+    ) {
         // SAFETY: the caller guarantees a live record.
         let s = unsafe { &mut *span };
         let tail = s.start + (new_pages << cx.g.page_shift);
@@ -513,7 +523,12 @@ impl<S: PageSource> PageHeap<S> {
     ///
     /// # Safety
     /// `span` must be a live large span and `new_pages` larger than its length.
-    pub(crate) unsafe fn extend_span(&mut self, cx: &Ctx<'_, S::Map>, span: *mut Span, new_pages: usize) -> bool {
+    pub(crate) unsafe fn extend_span(
+        &mut self,
+        cx: &Ctx<'_, S::Map>,
+        span: *mut Span,
+        new_pages: usize,
+    ) -> bool {
         // SAFETY: the caller guarantees a live record.
         let s = unsafe { &mut *span };
         let end = s.end(cx.g.page_size());
@@ -533,4 +548,3 @@ impl<S: PageSource> PageHeap<S> {
         true
     }
 }
-

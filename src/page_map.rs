@@ -17,9 +17,12 @@ use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 pub struct PageRef<'a> {
     pub(crate) class: &'a AtomicU8,
     pub(crate) span: &'a AtomicPtr<Span>,
-    /// Live bits of this page (checked builds): bit `i` covers the 8 bytes at offset `8 * i`.
+    /// Live bits (checked builds): bit `i` covers the 8 bytes at `live_base + 8 * i`.
     #[cfg(feature = "checked")]
     pub(crate) live: *const AtomicUsize,
+    /// The address that live bit 0 covers.
+    #[cfg(feature = "checked")]
+    pub(crate) live_base: usize,
 }
 
 /// Bits in a live-bit word.
@@ -163,7 +166,8 @@ impl<const N: usize> PageMap for FlatMap<N> {
         let run = &self.runs[n];
         run.base.store(base, Ordering::Relaxed);
         run.len.store(pages << page_shift, Ordering::Relaxed);
-        run.classes.store(classes.as_ptr().cast(), Ordering::Relaxed);
+        run.classes
+            .store(classes.as_ptr().cast(), Ordering::Relaxed);
         run.spans.store(spans.as_ptr().cast(), Ordering::Relaxed);
         #[cfg(feature = "checked")]
         run.live.store(live.as_ptr().cast(), Ordering::Relaxed);
@@ -176,7 +180,8 @@ impl<const N: usize> PageMap for FlatMap<N> {
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
         let n = self.count.load(Ordering::Acquire);
         for run in &self.runs[..n] {
-            let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
+            let base = run.base.load(Ordering::Relaxed);
+            let off = addr.wrapping_sub(base);
             if off < run.len.load(Ordering::Relaxed) {
                 let idx = off >> page_shift;
                 // SAFETY: `idx` is below the run's page count, and the arrays hold one entry
@@ -186,10 +191,9 @@ impl<const N: usize> PageMap for FlatMap<N> {
                         class: &*run.classes.load(Ordering::Relaxed).add(idx),
                         span: &*run.spans.load(Ordering::Relaxed).add(idx),
                         #[cfg(feature = "checked")]
-                        live: run
-                            .live
-                            .load(Ordering::Relaxed)
-                            .add(live_words(idx << page_shift)),
+                        live: run.live.load(Ordering::Relaxed),
+                        #[cfg(feature = "checked")]
+                        live_base: base,
                     });
                 }
             }
@@ -220,8 +224,20 @@ mod tests {
         }
         let p = map.page(0x10_3fff, 12).expect("last byte of the first run");
         p.class.store(7, Ordering::Relaxed);
-        assert_eq!(map.page(0x10_3000, 12).unwrap().class.load(Ordering::Relaxed), 7);
-        assert_eq!(map.page(0x10_2000, 12).unwrap().class.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            map.page(0x10_3000, 12)
+                .unwrap()
+                .class
+                .load(Ordering::Relaxed),
+            7
+        );
+        assert_eq!(
+            map.page(0x10_2000, 12)
+                .unwrap()
+                .class
+                .load(Ordering::Relaxed),
+            0
+        );
         assert!(map.page(0x10_4000, 12).is_none(), "one past the first run");
         assert!(map.page(0x40_1000, 12).is_some());
         assert!(map.page(0x40_2000, 12).is_none());

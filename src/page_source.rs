@@ -143,7 +143,10 @@ mod tests {
         let big = s.grow(50_000, 4096).expect("the large region fits");
         assert_eq!(big.base.as_ptr() as usize % 4096, 0);
         assert!(big.len >= 90_000 && big.len % 4096 == 0);
-        assert!(s.grow(50_000, 4096).is_none(), "only the small region is left");
+        assert!(
+            s.grow(50_000, 4096).is_none(),
+            "only the small region is left"
+        );
         let small = s.grow(1, 4096).expect("small region");
         assert!(small.len >= 4096);
         assert!(s.grow(1, 4096).is_none());

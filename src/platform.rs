@@ -156,7 +156,10 @@ mod tests {
         let f = Fault::new(FaultKind::DoubleFree, 0x1000);
         assert_eq!(format!("{f}"), "cpuheap: double free at 0x1000");
         let f = Fault::new(FaultKind::ForeignPointer, 0x20);
-        assert_eq!(format!("{f}"), "cpuheap: not allocated by this heap at 0x20");
+        assert_eq!(
+            format!("{f}"),
+            "cpuheap: not allocated by this heap at 0x20"
+        );
         let mut f = Fault::new(FaultKind::SizeMismatch, 0x40);
         f.layout_size = 100;
         f.object_size = 16;

@@ -121,11 +121,13 @@ pub fn class_for(size: usize, align: usize, max_small: usize) -> Option<usize> {
     }
 }
 
-/// Pages per span for `class`: the fewest pages that hold at least one object and leave at
-/// most 1/8 of the span as tail waste.
+/// Pages per span for `class`: the fewest pages that hold at least 8 objects (or fill 4
+/// pages, if 8 objects need more) and leave at most 1/8 of the span as tail waste. The floor
+/// of 8 objects keeps the out-of-line span record small next to the objects it describes.
 pub fn span_pages(class: usize, page_size: usize) -> usize {
     let size = class_size(class);
-    let mut pages = size.div_ceil(page_size);
+    let floor = (8 * size).min(4 * page_size);
+    let mut pages = floor.max(size).div_ceil(page_size);
     loop {
         let bytes = pages * page_size;
         if (bytes % size) * 8 <= bytes {
@@ -160,10 +162,17 @@ mod tests {
             let c = class_of_size(size);
             let cs = class_size(c);
             assert!(cs >= size, "size {size} class {cs}");
-            assert!(c == 1 || class_size(c - 1) < size, "size {size}: class {cs} is not the smallest");
+            assert!(
+                c == 1 || class_size(c - 1) < size,
+                "size {size}: class {cs} is not the smallest"
+            );
             if size > 64 {
                 // Waste relative to the object that serves the request.
-                assert!((cs - size) * 8 <= cs, "size {size} wastes {} of {cs}", cs - size);
+                assert!(
+                    (cs - size) * 8 <= cs,
+                    "size {size} wastes {} of {cs}",
+                    cs - size
+                );
             }
         }
     }
@@ -183,7 +192,10 @@ mod tests {
             }
         }
         assert_eq!(class_for(24, 16, MAX_CLASS_SIZE), Some(class_of_size(32)));
-        assert_eq!(class_for(100, 4096, MAX_CLASS_SIZE).map(class_size), Some(4096));
+        assert_eq!(
+            class_for(100, 4096, MAX_CLASS_SIZE).map(class_size),
+            Some(4096)
+        );
         assert_eq!(class_for(5000, 8, 4096), None);
     }
 
@@ -195,9 +207,16 @@ mod tests {
                 let bytes = pages * page_size;
                 assert!(bytes >= class_size(c));
                 assert!((bytes % class_size(c)) * 8 <= bytes);
+                assert!(bytes / class_size(c) >= 8 || bytes >= 4 * page_size);
+                assert!(
+                    bytes / class_size(c) <= u16::MAX as usize,
+                    "capacity fits a u16"
+                );
             }
         }
-        assert_eq!(span_pages(class_of_size(3072), 4096), 3);
+        assert_eq!(span_pages(class_of_size(3072), 4096), 4);
+        assert_eq!(span_pages(class_of_size(64), 256), 2);
+        assert_eq!(span_pages(class_of_size(8), 4096), 1);
     }
 
     #[test]

@@ -45,11 +45,11 @@ pub struct Span {
     pub(crate) class: u8,
     pub(crate) flags: SpanFlags,
     /// Objects handed out of the span (to CPU caches or users).
-    pub(crate) allocated: u32,
+    pub(crate) allocated: u16,
     /// Objects carved so far; objects past this index were never handed out.
-    pub(crate) carved: u32,
+    pub(crate) carved: u16,
     /// Objects the span holds.
-    pub(crate) capacity: u32,
+    pub(crate) capacity: u16,
     /// Objects returned to the span and not handed out again.
     pub(crate) free: *mut FreeObj,
     /// Links of the central list (or of the page heap's list of spare records).

@@ -61,7 +61,9 @@ unsafe impl lock_api::RawMutex for CriticalSectionRawMutex {
 
     unsafe fn unlock(&self) {
         self.locked.set(false);
-        let state = self.restore.replace(critical_section::RestoreState::invalid());
+        let state = self
+            .restore
+            .replace(critical_section::RestoreState::invalid());
         // SAFETY: the caller holds the lock, so `state` came from the matching `acquire`.
         unsafe { critical_section::release(state) };
     }

@@ -38,7 +38,8 @@ pub fn region(n: usize) -> &'static mut [MaybeUninit<u8>] {
 
 /// A leaked heap with `CPUS` slots over one region of `bytes` bytes.
 pub fn heap<const CPUS: usize>(bytes: usize, config: Config) -> &'static TestHeap<CPUS> {
-    let h: &'static TestHeap<CPUS> = Box::leak(Box::new(Heap::new(StaticRegion::new(), TestCpu, config)));
+    let h: &'static TestHeap<CPUS> =
+        Box::leak(Box::new(Heap::new(StaticRegion::new(), TestCpu, config)));
     assert!(h.add_region(region(bytes)));
     h
 }
@@ -49,7 +50,8 @@ pub fn heap_with_region<const CPUS: usize>(
     bytes: usize,
     config: Config,
 ) -> (&'static TestHeap<CPUS>, usize, usize) {
-    let h: &'static TestHeap<CPUS> = Box::leak(Box::new(Heap::new(StaticRegion::new(), TestCpu, config)));
+    let h: &'static TestHeap<CPUS> =
+        Box::leak(Box::new(Heap::new(StaticRegion::new(), TestCpu, config)));
     let r = region(bytes);
     let start = r.as_ptr() as usize;
     assert!(h.add_region(r));
