@@ -113,7 +113,12 @@ pub fn run() -> Result<(usize, usize), String> {
         let binaries = match build(&root, suite) {
             Ok(b) => b,
             Err(e) => {
-                println!("build {} for {} ... FAILED\n{}", suite.crate_dir, suite.target, indent(&e));
+                println!(
+                    "build {} for {} ... FAILED\n{}",
+                    suite.crate_dir,
+                    suite.target,
+                    indent(&e)
+                );
                 tally.failed += 1;
                 continue;
             }
@@ -149,13 +154,21 @@ pub fn run_elf(machine: &str, elf: &Path, filter: Option<&str>) -> Result<(usize
         .unwrap_or_default();
     let name = strip_hash(&name).to_string();
     println!("== QEMU machine {} ({}) ==", suite.machine, elf.display());
-    let mut tally = Tally { filter: filter.map(str::to_string), ..Tally::default() };
+    let mut tally = Tally {
+        filter: filter.map(str::to_string),
+        ..Tally::default()
+    };
     match suite.kind {
         Kind::EmbeddedTest => run_embedded_test_binary(suite, &name, elf, &mut tally),
         Kind::Kernel => run_kernel(suite, &name, elf, &mut tally),
     }
     println!("{} passed, {} failed", tally.passed, tally.failed);
     Ok((tally.passed, tally.failed))
+}
+
+/// `CPUHEAP_QEMU_VERBOSE=1`: show the output of passing tests too.
+fn verbose() -> bool {
+    std::env::var("CPUHEAP_QEMU_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 #[derive(Default)]
@@ -184,7 +197,10 @@ fn repo_root() -> Result<PathBuf, String> {
     }
     // Fall back on where this file was compiled from: <root>/xtask.
     let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for cand in [compiled.parent(), compiled.parent().and_then(Path::parent)].into_iter().flatten() {
+    for cand in [compiled.parent(), compiled.parent().and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+    {
         if is_root(cand) {
             return Ok(cand.to_path_buf());
         }
@@ -244,7 +260,12 @@ fn ensure_rust_target(target: &str) -> Result<(), String> {
         .output()
         .map_err(|e| format!("rustc: {e}"))?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if Path::new(&sysroot).join("lib/rustlib").join(target).join("lib").is_dir() {
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .join("lib")
+        .is_dir()
+    {
         return Ok(());
     }
     println!("rustup target add {target}");
@@ -271,18 +292,28 @@ fn build(root: &Path, suite: &Suite) -> Result<Vec<(String, PathBuf)>, String> {
         Kind::EmbeddedTest => cmd.args(["test", "--no-run", "--tests"]),
         Kind::Kernel => cmd.args(["build", "--bins"]),
     };
-    cmd.args(["--target", suite.target, "--message-format=json-render-diagnostics"])
-        .arg("--manifest-path")
-        .arg(dir.join("Cargo.toml"))
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--target",
+        suite.target,
+        "--message-format=json-render-diagnostics",
+    ])
+    .arg("--manifest-path")
+    .arg(dir.join("Cargo.toml"))
+    .current_dir(&dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     if !suite.features.is_empty() {
         cmd.args(["--features", &suite.features.join(",")]);
     }
     // The suite is its own workspace with its own target dir; do not inherit the
     // host build's settings from `cargo xtask`.
-    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MANIFEST_DIR"] {
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_MANIFEST_DIR",
+    ] {
         cmd.env_remove(var);
     }
     let out = cmd.output().map_err(|e| format!("spawning cargo: {e}"))?;
@@ -306,7 +337,14 @@ fn build(root: &Path, suite: &Suite) -> Result<Vec<(String, PathBuf)>, String> {
         bins.push((name, PathBuf::from(exe)));
     }
     if bins.is_empty() {
-        return Err(format!("cargo built no {} binaries", if suite.kind == Kind::Kernel { "bin" } else { "test" }));
+        return Err(format!(
+            "cargo built no {} binaries",
+            if suite.kind == Kind::Kernel {
+                "bin"
+            } else {
+                "test"
+            }
+        ));
     }
     bins.sort();
     Ok(bins)
@@ -344,7 +382,10 @@ fn json_bool(json: &str, key: &str) -> bool {
 fn json_u64(json: &str, key: &str) -> Option<u64> {
     let pat = format!("\"{key}\":");
     let start = json.find(&pat)? + pat.len();
-    let digits: String = json[start..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = json[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -358,7 +399,12 @@ struct Outcome {
     elapsed: Duration,
 }
 
-fn boot(suite: &Suite, elf: &Path, semihosting_args: &[String], deadline: Duration) -> Result<Outcome, String> {
+fn boot(
+    suite: &Suite,
+    elf: &Path,
+    semihosting_args: &[String],
+    deadline: Duration,
+) -> Result<Outcome, String> {
     let mut cmd = Command::new(suite.qemu);
     cmd.args(suite.qemu_args).args(QEMU_COMMON);
     if suite.kind == Kind::EmbeddedTest {
@@ -371,9 +417,13 @@ fn boot(suite: &Suite, elf: &Path, semihosting_args: &[String], deadline: Durati
     }
     cmd.args(["-semihosting-config", &semi]);
     cmd.arg("-kernel").arg(elf);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", suite.qemu))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawning {}: {e}", suite.qemu))?;
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || {
@@ -401,14 +451,21 @@ fn boot(suite: &Suite, elf: &Path, semihosting_args: &[String], deadline: Durati
     let elapsed = start.elapsed();
     let mut output = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
     output.push_str(&String::from_utf8_lossy(&err_t.join().unwrap_or_default()));
-    Ok(Outcome { code, output, elapsed })
+    Ok(Outcome {
+        code,
+        output,
+        elapsed,
+    })
 }
 
 fn run_embedded_test_binary(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
     let tests = match read_elf(elf).and_then(|e| e.embedded_tests()) {
         Ok(t) => t,
         Err(e) => {
-            println!("{bin}: reading tests from {} ... FAILED: {e}", elf.display());
+            println!(
+                "{bin}: reading tests from {} ... FAILED: {e}",
+                elf.display()
+            );
             tally.failed += 1;
             return;
         }
@@ -427,7 +484,13 @@ fn run_embedded_test_binary(suite: &Suite, bin: &str, elf: &Path, tally: &mut Ta
         }
         let timeout = t.timeout.unwrap_or(DEFAULT_TIMEOUT_S);
         let deadline = Duration::from_secs(timeout + BOOT_SLACK_S);
-        let outcome = boot(suite, elf, &["run_addr".to_string(), t.addr.to_string()], deadline);
+        let outcome = boot(
+            suite,
+            elf,
+            &["run_addr".to_string(), t.addr.to_string()],
+            deadline,
+        );
+        let output = outcome.as_ref().ok().map(|o| o.output.clone());
         let (ok, detail, secs) = match outcome {
             Err(e) => (false, format!("runner error: {e}"), 0.0),
             Ok(o) => {
@@ -437,21 +500,34 @@ fn run_embedded_test_binary(suite: &Suite, bin: &str, elf: &Path, tally: &mut Ta
                     (None, _, false) => Err(format!("timed out after {}s", deadline.as_secs())),
                     (Some(0), false, false) => Ok(String::new()),
                     (Some(0), true, false) => Err("expected a panic, exited successfully".into()),
-                    (Some(0), _, true) => Err("xfail test passed: the runner cannot see failures".into()),
+                    (Some(0), _, true) => {
+                        Err("xfail test passed: the runner cannot see failures".into())
+                    }
                     (Some(c), true, false) => Ok(format!("panicked as expected (exit {c})")),
                     (Some(c), _, true) => Ok(format!("expected failure: exit {c}")),
                     (Some(c), false, false) => Err(format!("exit status {c}")),
                 };
                 match verdict {
                     Ok(note) => (true, note, secs),
-                    Err(why) => (false, format!("{why}\n{}", indent(&tail(&o.output, 40))), secs),
+                    Err(why) => (
+                        false,
+                        format!("{why}\n{}", indent(&tail(&o.output, 40))),
+                        secs,
+                    ),
                 }
             }
         };
         if ok {
             tally.passed += 1;
-            let note = if detail.is_empty() { String::new() } else { format!(" ({detail})") };
+            let note = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            };
             println!("test {full} ... ok [{secs:.2}s]{note}");
+            if let Some(out) = output.as_deref().filter(|o| verbose() && !o.trim().is_empty()) {
+                println!("{}", indent(out));
+            }
         } else {
             tally.failed += 1;
             println!("test {full} ... FAILED [{secs:.2}s]: {detail}");
@@ -492,7 +568,10 @@ fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
             None => format!("timed out after {}s", deadline.as_secs()),
             Some(c) => format!("exit status {c}"),
         };
-        println!("test {bin} ... FAILED [{secs:.2}s]: {why}\n{}", indent(&tail(&outcome.output, 60)));
+        println!(
+            "test {bin} ... FAILED [{secs:.2}s]: {why}\n{}",
+            indent(&tail(&outcome.output, 60))
+        );
         // A bad exit (or a hang) with no failing line still counts once.
         if failed == 0 {
             failed = 1;
@@ -550,45 +629,93 @@ impl Elf {
             return Err("big-endian ELF is not supported".into());
         }
         let is64 = data[4] == 2;
-        let mut elf = Elf { data, is64, sections: Vec::new() };
+        let mut elf = Elf {
+            data,
+            is64,
+            sections: Vec::new(),
+        };
         let (shoff, shentsize, shnum, shstrndx) = if is64 {
-            (elf.u(0x28, 8)?, elf.u(0x3a, 2)?, elf.u(0x3c, 2)?, elf.u(0x3e, 2)?)
+            (
+                elf.u(0x28, 8)?,
+                elf.u(0x3a, 2)?,
+                elf.u(0x3c, 2)?,
+                elf.u(0x3e, 2)?,
+            )
         } else {
-            (elf.u(0x20, 4)?, elf.u(0x2e, 2)?, elf.u(0x30, 2)?, elf.u(0x32, 2)?)
+            (
+                elf.u(0x20, 4)?,
+                elf.u(0x2e, 2)?,
+                elf.u(0x30, 2)?,
+                elf.u(0x32, 2)?,
+            )
         };
         let mut raw = Vec::new();
         for i in 0..shnum {
             let h = shoff + i * shentsize;
             let s = if is64 {
-                (elf.u(h, 4)?, elf.u(h + 4, 4)?, elf.u(h + 8, 8)?, elf.u(h + 16, 8)?, elf.u(h + 24, 8)?, elf.u(h + 32, 8)?, elf.u(h + 40, 4)?)
+                (
+                    elf.u(h, 4)?,
+                    elf.u(h + 4, 4)?,
+                    elf.u(h + 8, 8)?,
+                    elf.u(h + 16, 8)?,
+                    elf.u(h + 24, 8)?,
+                    elf.u(h + 32, 8)?,
+                    elf.u(h + 40, 4)?,
+                )
             } else {
-                (elf.u(h, 4)?, elf.u(h + 4, 4)?, elf.u(h + 8, 4)?, elf.u(h + 12, 4)?, elf.u(h + 16, 4)?, elf.u(h + 20, 4)?, elf.u(h + 24, 4)?)
+                (
+                    elf.u(h, 4)?,
+                    elf.u(h + 4, 4)?,
+                    elf.u(h + 8, 4)?,
+                    elf.u(h + 12, 4)?,
+                    elf.u(h + 16, 4)?,
+                    elf.u(h + 20, 4)?,
+                    elf.u(h + 24, 4)?,
+                )
             };
             raw.push(s);
         }
         let shstr = raw.get(shstrndx as usize).ok_or("bad e_shstrndx")?.4;
         for (name, kind, flags, addr, offset, size, link) in raw {
             let name = elf.cstr(shstr + name)?;
-            elf.sections.push(Section { name, kind: kind as u32, flags, addr, offset, size, link: link as u32 });
+            elf.sections.push(Section {
+                name,
+                kind: kind as u32,
+                flags,
+                addr,
+                offset,
+                size,
+                link: link as u32,
+            });
         }
         Ok(elf)
     }
 
     fn u(&self, off: u64, len: usize) -> Result<u64, String> {
         let off = usize::try_from(off).map_err(|_| "offset overflow")?;
-        let b = self.data.get(off..off + len).ok_or("ELF read out of bounds")?;
+        let b = self
+            .data
+            .get(off..off + len)
+            .ok_or("ELF read out of bounds")?;
         Ok(b.iter().rev().fold(0u64, |v, &x| (v << 8) | x as u64))
     }
 
     fn cstr(&self, off: u64) -> Result<String, String> {
         let off = off as usize;
         let rest = self.data.get(off..).ok_or("string out of bounds")?;
-        let end = rest.iter().position(|&b| b == 0).ok_or("unterminated string")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or("unterminated string")?;
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
 
     fn word(&self) -> u64 {
-        if self.is64 { 8 } else { 4 }
+        if self.is64 {
+            8
+        } else {
+            4
+        }
     }
 
     /// Bytes at a virtual address inside an allocated section that has file contents.
@@ -598,7 +725,13 @@ impl Elf {
         let s = self
             .sections
             .iter()
-            .find(|s| s.flags & SHF_ALLOC != 0 && s.kind != SHT_NOBITS && s.size > 0 && addr >= s.addr && addr + len <= s.addr + s.size)
+            .find(|s| {
+                s.flags & SHF_ALLOC != 0
+                    && s.kind != SHT_NOBITS
+                    && s.size > 0
+                    && addr >= s.addr
+                    && addr + len <= s.addr + s.size
+            })
             .ok_or_else(|| format!("no section holds {addr:#x}"))?;
         let off = (s.offset + addr - s.addr) as usize;
         Ok(&self.data[off..off + len as usize])
@@ -612,8 +745,15 @@ impl Elf {
             .enumerate()
             .find(|(_, s)| s.name == ".embedded_test")
             .ok_or("no .embedded_test section (not an embedded-test binary, or linked without -Tembedded-test.x)")?;
-        let symtab = self.sections.iter().find(|s| s.kind == SHT_SYMTAB).ok_or("no symbol table (stripped?)")?;
-        let strtab = self.sections.get(symtab.link as usize).ok_or("bad symtab link")?;
+        let symtab = self
+            .sections
+            .iter()
+            .find(|s| s.kind == SHT_SYMTAB)
+            .ok_or("no symbol table (stripped?)")?;
+        let strtab = self
+            .sections
+            .get(symtab.link as usize)
+            .ok_or("bad symtab link")?;
         let entsize = if self.is64 { 24 } else { 16 };
         let mut tests = Vec::new();
         let mut version = None;
@@ -629,7 +769,9 @@ impl Elf {
             }
             let name = self.cstr(strtab.offset + name)?;
             // Section-relative offset of the symbol's value.
-            let rel = value.checked_sub(sec.addr).ok_or("symbol before .embedded_test")?;
+            let rel = value
+                .checked_sub(sec.addr)
+                .ok_or("symbol before .embedded_test")?;
             let read = |k: u64| self.u(sec.offset + rel + k * self.word(), self.word() as usize);
             if name == "EMBEDDED_TEST_VERSION" {
                 version = Some(read(0)?);
@@ -638,12 +780,20 @@ impl Elf {
             if !name.starts_with('{') {
                 continue;
             }
-            let test = json_str(&name, "name").ok_or_else(|| format!("malformed descriptor {name}"))?;
+            let test =
+                json_str(&name, "name").ok_or_else(|| format!("malformed descriptor {name}"))?;
             let (entry, path_ptr, path_len) = (read(0)?, read(1)?, read(2)?);
             let path = String::from_utf8_lossy(self.at_vaddr(path_ptr, path_len)?).into_owned();
-            let module = path.split_once("::").map(|(_, m)| m.to_string()).unwrap_or_default();
+            let module = path
+                .split_once("::")
+                .map(|(_, m)| m.to_string())
+                .unwrap_or_default();
             tests.push(EmbeddedTest {
-                name: if module.is_empty() { test } else { format!("{module}::{test}") },
+                name: if module.is_empty() {
+                    test
+                } else {
+                    format!("{module}::{test}")
+                },
                 addr: entry,
                 ignored: json_bool(&name, "ignored"),
                 should_panic: json_bool(&name, "should_panic"),
@@ -652,7 +802,11 @@ impl Elf {
         }
         match version {
             Some(1) => {}
-            Some(v) => return Err(format!("embedded-test protocol version {v} (this runner speaks 1)")),
+            Some(v) => {
+                return Err(format!(
+                    "embedded-test protocol version {v} (this runner speaks 1)"
+                ))
+            }
             None => return Err("no EMBEDDED_TEST_VERSION symbol".into()),
         }
         tests.sort_by(|a, b| a.name.cmp(&b.name));
@@ -665,7 +819,9 @@ impl Elf {
 
 fn strip_hash(name: &str) -> &str {
     match name.rsplit_once('-') {
-        Some((base, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => base,
+        Some((base, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            base
+        }
         _ => name,
     }
 }
@@ -676,5 +832,8 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -1,19 +1,120 @@
-//! Shared glue for the cpuheap bare-metal test suites.
+//! Shared glue for cpuheap's bare-metal Cortex-M test suites: cpuheap as the
+//! `#[global_allocator]` over a static region, a fatal hook that tests can arm, and a
+//! semihosting panic handler. Every test binary links this crate.
+//!
+//! Boards (chosen by `build.rs` from the target): `mps2-an386` (Cortex-M4F, 4 MiB of RAM;
+//! a 64 KiB heap) and `microbit` (Cortex-M0, 16 KiB of RAM, no compare-and-swap; a 6 KiB
+//! heap, beside ~2.5 KiB for the `Heap` itself and the stack).
 #![no_std]
 
-// Link the runtime (vector table, reset handler, `link.x`) and the
-// single-core critical-section implementation into every test binary.
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use cpuheap::{Config, CriticalSectionRawMutex, Fault, FaultKind, Heap, SingleCpu, StaticRegion};
+
+// Link the runtime (vector table, reset handler, `link.x`) and the single-core
+// critical-section implementation (interrupt masking) into every test binary.
 use cortex_m as _;
 use cortex_m_rt as _;
 
 /// Print a line through semihosting (QEMU's console).
 pub use semihosting::println;
 
-/// Print the panic through semihosting, then exit QEMU with status 134
-/// (SIGABRT), which the runner reads as "the test failed" (or as "it panicked,
-/// as expected" for a `#[should_panic]` test).
+/// The heap type of this firmware: up to two static regions, one CPU, locks that mask
+/// interrupts (so interrupt handlers may allocate), one CPU slot.
+pub type FirmwareHeap = Heap<StaticRegion<2>, SingleCpu, CriticalSectionRawMutex, 1>;
+
+/// The global allocator.
+#[global_allocator]
+pub static HEAP: FirmwareHeap =
+    Heap::new(StaticRegion::new(), SingleCpu::with_fatal_hook(fatal_hook), Config::small());
+
+/// Bytes of the main heap region.
+#[cfg(board = "microbit")]
+pub const HEAP_BYTES: usize = 6 * 1024;
+#[cfg(not(board = "microbit"))]
+pub const HEAP_BYTES: usize = 64 * 1024;
+
+/// Bytes of the spare region that the exhaustion test adds later.
+pub const SPARE_BYTES: usize = 1024;
+
+/// Page-aligned (`Config::small()` pages are 256 bytes), so no byte is trimmed off.
+#[repr(C, align(256))]
+struct Region([MaybeUninit<u8>; HEAP_BYTES]);
+
+static mut REGION: Region = Region([MaybeUninit::uninit(); HEAP_BYTES]);
+static mut SPARE: [MaybeUninit<u8>; SPARE_BYTES] = [MaybeUninit::uninit(); SPARE_BYTES];
+
+/// Give the heap its region. Each test is a fresh boot, so each test calls this once.
+pub fn init_heap() {
+    static DONE: AtomicU8 = AtomicU8::new(0);
+    if DONE.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    DONE.store(1, Ordering::Relaxed);
+    // SAFETY: runs once per boot (guarded above, before any interrupt is enabled); nothing
+    // else refers to REGION.
+    let region = unsafe { &mut (*core::ptr::addr_of_mut!(REGION)).0 };
+    assert!(HEAP.add_region(region), "add_region failed");
+}
+
+/// Hand the spare region to the heap (once per boot).
+pub fn add_spare_region() -> bool {
+    // SAFETY: only the exhaustion test calls this, once per boot.
+    HEAP.add_region(unsafe { &mut *core::ptr::addr_of_mut!(SPARE) })
+}
+
+const NOTHING: u8 = 0;
+static EXPECTED_FAULT: AtomicU8 = AtomicU8::new(NOTHING);
+
+fn code(kind: FaultKind) -> u8 {
+    match kind {
+        FaultKind::DoubleFree => 1,
+        FaultKind::ForeignPointer => 2,
+        FaultKind::InteriorPointer => 3,
+        FaultKind::SizeMismatch => 4,
+    }
+}
+
+/// Arm the fatal hook: the next fault of `kind` ends the test as passed (semihosting
+/// exit 0). Any other fault fails it.
+pub fn expect_fault(kind: FaultKind) {
+    EXPECTED_FAULT.store(code(kind), Ordering::SeqCst);
+}
+
+/// The platform's fatal hook. The heap calls it on a detected misuse, with no lock held.
+fn fatal_hook(fault: &Fault) -> ! {
+    let expected = EXPECTED_FAULT.load(Ordering::SeqCst);
+    if expected != NOTHING && expected == code(fault.kind) {
+        println!("fatal hook reached as expected: {}", fault);
+        semihosting::process::exit(0)
+    }
+    semihosting::eprintln!("fatal hook: unexpected {}", fault);
+    semihosting::process::abort()
+}
+
+/// Print the panic through semihosting, then exit QEMU with status 134 (SIGABRT), which
+/// the runner reads as "the test failed" (or as "it panicked, as expected" for a
+/// `#[should_panic]` test).
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     semihosting::eprintln!("panicked: {}", info);
     semihosting::process::abort()
+}
+
+/// A small deterministic PRNG (xorshift32) for the tests' allocation patterns.
+pub struct Rng(pub u32);
+
+impl Rng {
+    pub fn next(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u32) -> u32 {
+        self.next() % n
+    }
 }
