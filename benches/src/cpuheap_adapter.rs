@@ -33,9 +33,16 @@ mod imp {
     /// Build a fresh cpuheap over `r` (boxed: the heap struct holds the per-CPU
     /// slots and central lists inline).
     pub fn region_heap(r: &Region) -> Box<RegionHeap> {
-        let h = Box::new(RegionHeap::new(StaticRegion::new(), BenchPlatform, Config::new()));
+        let h = Box::new(RegionHeap::new(
+            StaticRegion::new(),
+            BenchPlatform,
+            Config::new(),
+        ));
         // SAFETY: the harness drops this heap before the region is reused or dropped.
-        assert!(h.add_region(unsafe { r.as_static() }), "cpuheap refused the region");
+        assert!(
+            h.add_region(unsafe { r.as_static() }),
+            "cpuheap refused the region"
+        );
         h
     }
 
@@ -53,7 +60,12 @@ mod imp {
             self.0.deallocate(ptr, layout)
         }
         #[inline(always)]
-        unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, new_size: usize) -> *mut u8 {
+        unsafe fn realloc(
+            &self,
+            ptr: *mut u8,
+            layout: core::alloc::Layout,
+            new_size: usize,
+        ) -> *mut u8 {
             self.0.reallocate(ptr, layout, new_size)
         }
         fn thread_start(&self, s: usize) {
@@ -74,7 +86,9 @@ macro_rules! with_cpuheap {
     ($kind:expr, $region:expr, |$a:ident| $body:expr) => {{
         match $kind {
             $crate::peers::Kind::CpuheapRegion => {
-                let h = $crate::cpuheap_adapter::RegionAdapter($crate::cpuheap_adapter::region_heap($region));
+                let h = $crate::cpuheap_adapter::RegionAdapter(
+                    $crate::cpuheap_adapter::region_heap($region),
+                );
                 let $a = &h;
                 $body
             }
@@ -89,7 +103,10 @@ macro_rules! with_cpuheap {
 macro_rules! with_cpuheap_std {
     ($kind:expr, $region:expr, |$a:ident| $body:expr) => {{
         let _ = $region;
-        panic!("{:?}: this harness was built without cpuheap's StdHeap (feature cpuheap-std)", $kind)
+        panic!(
+            "{:?}: this harness was built without cpuheap's StdHeap (feature cpuheap-std)",
+            $kind
+        )
     }};
 }
 

@@ -64,7 +64,8 @@ struct Opts {
     eff_bytes: usize,
 }
 
-const HELP: &str = "cpuheap-bench [--quick] [--runs N] [--window-ms MS] [--only a,b,c,d1,d2,f1,f2,e]
+const HELP: &str =
+    "cpuheap-bench [--quick] [--runs N] [--window-ms MS] [--only a,b,c,d1,d2,f1,f2,e]
               [--alloc NAME,NAME...] [--eff-mib MIB] [--out DIR]
   --quick      3 runs, short windows (about 1-2 minutes)
   --out DIR    also write DIR/latest.md and DIR/latest.svg
@@ -77,7 +78,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         runs: 0,
         window: Duration::ZERO,
         workloads: Wl::ALL.to_vec(),
-        kinds: Kind::ALL.iter().copied().filter(|k| k.available()).collect(),
+        kinds: Kind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.available())
+            .collect(),
         out: None,
         eff_bytes: 16 << 20,
     };
@@ -88,9 +93,15 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--quick" => o.quick = true,
             "--runs" => o.runs = val()?.parse().map_err(|e| format!("--runs: {e}"))?,
             "--window-ms" => {
-                o.window = Duration::from_millis(val()?.parse().map_err(|e| format!("--window-ms: {e}"))?)
+                o.window =
+                    Duration::from_millis(val()?.parse().map_err(|e| format!("--window-ms: {e}"))?)
             }
-            "--eff-mib" => o.eff_bytes = val()?.parse::<usize>().map_err(|e| format!("--eff-mib: {e}"))? << 20,
+            "--eff-mib" => {
+                o.eff_bytes = val()?
+                    .parse::<usize>()
+                    .map_err(|e| format!("--eff-mib: {e}"))?
+                    << 20
+            }
             "--only" => {
                 o.workloads = val()?
                     .split(',')
@@ -136,19 +147,34 @@ struct Results {
     eff: BTreeMap<Kind, Vec<f64>>,
 }
 
-fn measure(r: &mut Results, wl: Wl, k: Kind, region: &Region, eff_region: &Region, p: Params, o: &Opts) {
+fn measure(
+    r: &mut Results,
+    wl: Wl,
+    k: Kind,
+    region: &Region,
+    eff_region: &Region,
+    p: Params,
+    o: &Opts,
+) {
     let lat_ops = if o.quick { 200_000 } else { 1_000_000 };
     match wl {
         Wl::E => {
             if k.group() != Group::BareMetal {
                 return;
             }
-            let v = with_alloc!(k, eff_region, |a| workloads::efficiency(a, eff_region.len(), p.seed));
+            let v = with_alloc!(k, eff_region, |a| workloads::efficiency(
+                a,
+                eff_region.len(),
+                p.seed
+            ));
             r.eff.entry(k).or_default().push(v);
         }
         Wl::F1 | Wl::F2 => {
             let t = if wl == Wl::F1 { 1 } else { 2 };
-            let p = Params { max_ops: lat_ops, ..p };
+            let p = Params {
+                max_ops: lat_ops,
+                ..p
+            };
             let v = with_alloc!(k, region, |a| workloads::latency(a, t, CHURN_SLOTS, p));
             r.lat.entry((wl, k)).or_default().push(v);
         }
@@ -209,7 +235,11 @@ fn main() {
         for &wl in &o.workloads {
             eprint!("run {}/{} {:<3}", run + 1, o.runs, wl.id());
             for &k in &kinds {
-                let p = Params { window: o.window, max_ops: 1 << 40, seed: 0x5eed_0000 + run as u64 };
+                let p = Params {
+                    window: o.window,
+                    max_ops: 1 << 40,
+                    seed: 0x5eed_0000 + run as u64,
+                };
                 measure(&mut res, wl, k, &region, &eff_region, p, &o);
                 eprint!(" {}", k.name());
             }
@@ -222,7 +252,11 @@ fn main() {
         std::fs::create_dir_all(dir).expect("create output dir");
         std::fs::write(dir.join("latest.md"), &md).expect("write latest.md");
         std::fs::write(dir.join("latest.svg"), chart(&o, &res)).expect("write latest.svg");
-        eprintln!("wrote {} and {}", dir.join("latest.md").display(), dir.join("latest.svg").display());
+        eprintln!(
+            "wrote {} and {}",
+            dir.join("latest.md").display(),
+            dir.join("latest.svg").display()
+        );
     }
 }
 
@@ -246,7 +280,13 @@ fn thr_adv(r: &Results, wl: Wl, k: Kind, base: Option<Kind>) -> f64 {
     advantage(p, b, true)
 }
 
-fn lat_adv(r: &Results, wl: Wl, k: Kind, base: Option<Kind>, pick: impl Fn(&Latency) -> f64) -> f64 {
+fn lat_adv(
+    r: &Results,
+    wl: Wl,
+    k: Kind,
+    base: Option<Kind>,
+    pick: impl Fn(&Latency) -> f64,
+) -> f64 {
     let (Some(p), Some(b)) = (r.lat.get(&(wl, k)), base.and_then(|b| r.lat.get(&(wl, b)))) else {
         return f64::NAN;
     };
@@ -288,7 +328,10 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
     );
     // Summary table.
     let mut header = vec!["allocator".to_string()];
-    let thr_wls: Vec<Wl> = [Wl::A, Wl::B, Wl::C, Wl::D1, Wl::D2].into_iter().filter(|w| has(*w)).collect();
+    let thr_wls: Vec<Wl> = [Wl::A, Wl::B, Wl::C, Wl::D1, Wl::D2]
+        .into_iter()
+        .filter(|w| has(*w))
+        .collect();
     for w in &thr_wls {
         header.push(w.id().to_string());
     }
@@ -302,7 +345,11 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
     }
     let mut table = Vec::new();
     for &(k, base) in &rows {
-        let mut row = vec![format!("{}{}", k.name(), if Some(k) == base { " (base)" } else { "" })];
+        let mut row = vec![format!(
+            "{}{}",
+            k.name(),
+            if Some(k) == base { " (base)" } else { "" }
+        )];
         for &w in &thr_wls {
             row.push(cell(thr_adv(r, w, k, base), 2));
         }
@@ -311,7 +358,11 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
             row.push(cell(lat_adv(r, w, k, base, |l| l.free[1]), 2));
         }
         if has(Wl::E) {
-            row.push(if k.group() == Group::BareMetal { cell(eff_adv(r, k, base), 3) } else { "–".into() });
+            row.push(if k.group() == Group::BareMetal {
+                cell(eff_adv(r, k, base), 3)
+            } else {
+                "–".into()
+            });
         }
         table.push(row);
     }
@@ -339,7 +390,10 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
             row.push(cell(med(Wl::B) / med(Wl::A), 2));
         }
         if has(Wl::E) {
-            row.push(cell(r.eff.get(&k).map(|v| median(v) * 100.0).unwrap_or(f64::NAN), 1));
+            row.push(cell(
+                r.eff.get(&k).map(|v| median(v) * 100.0).unwrap_or(f64::NAN),
+                1,
+            ));
         }
         table.push(row);
     }
@@ -347,13 +401,23 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
     // Latency.
     for &w in &lat_wls {
         let _ = writeln!(s, "\n### {} — nanoseconds (median over runs of each run's percentile; TSC-timed, the timer's own {:.0} ns subtracted)\n", w.title(), workloads::timer_overhead_ticks() as f64 * workloads::ns_per_tick());
-        let header: Vec<String> = ["allocator", "alloc p50", "alloc p99", "alloc max", "free p50", "free p99", "free max"]
-            .iter()
-            .map(|x| x.to_string())
-            .collect();
+        let header: Vec<String> = [
+            "allocator",
+            "alloc p50",
+            "alloc p99",
+            "alloc max",
+            "free p50",
+            "free p99",
+            "free max",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
         let mut table = Vec::new();
         for &(k, _) in &rows {
-            let Some(v) = r.lat.get(&(w, k)) else { continue };
+            let Some(v) = r.lat.get(&(w, k)) else {
+                continue;
+            };
             let m = |f: &dyn Fn(&Latency) -> f64| median(&v.iter().map(f).collect::<Vec<_>>());
             table.push(vec![
                 k.name().to_string(),

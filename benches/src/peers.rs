@@ -238,11 +238,16 @@ pub fn rlsf_over(r: &Region) -> RlsfHeap {
 unsafe impl GlobalAlloc for RlsfHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.0.lock().allocate(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+        self.0
+            .lock()
+            .allocate(layout)
+            .map_or(core::ptr::null_mut(), |p| p.as_ptr())
     }
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        self.0.lock().deallocate(NonNull::new_unchecked(ptr), layout.align())
+        self.0
+            .lock()
+            .deallocate(NonNull::new_unchecked(ptr), layout.align())
     }
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

@@ -17,7 +17,9 @@ const PALETTE: [&str; 11] = [
 ];
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Horizontal grouped bar chart on a log2 axis centred on 1.0 (= parity with cpuheap).
@@ -64,7 +66,11 @@ pub fn svg(title: &str, subtitle: &str, rows: &[ChartRow]) -> String {
                     esc(name),
                     v
                 );
-                let (tx, anchor) = if *v >= 1.0 { (x1 + 3.0, "start") } else { (x1 - 3.0, "end") };
+                let (tx, anchor) = if *v >= 1.0 {
+                    (x1 + 3.0, "start")
+                } else {
+                    (x1 - 3.0, "end")
+                };
                 let _ = writeln!(
                     body,
                     r#"<text x="{tx:.1}" y="{:.1}" font-size="8" text-anchor="{anchor}">{:.2}</text>"#,
@@ -84,12 +90,24 @@ pub fn svg(title: &str, subtitle: &str, rows: &[ChartRow]) -> String {
         left + width + 150.0
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="10" y="22" font-size="16" font-weight="bold">{}</text>"#, esc(title));
-    let _ = writeln!(s, r##"<text x="10" y="42" font-size="11" fill="#444">{}</text>"##, esc(subtitle));
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="22" font-size="16" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="42" font-size="11" fill="#444">{}</text>"##,
+        esc(subtitle)
+    );
     // grid
     for e in (lo as i32)..=(hi as i32) {
         let x = x_of(2f64.powi(e));
-        let label = if e >= 0 { format!("{}x", 1u64 << e) } else { format!("1/{}", 1u64 << -e) };
+        let label = if e >= 0 {
+            format!("{}x", 1u64 << e)
+        } else {
+            format!("1/{}", 1u64 << -e)
+        };
         let stroke = if e == 0 { "#000" } else { "#ddd" };
         let _ = writeln!(
             s,
@@ -130,7 +148,11 @@ pub fn md_table(header: &[String], rows: &[Vec<String>]) -> String {
     let _ = writeln!(
         s,
         "|{}",
-        header.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>()
+        header
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { "---|" } else { "---:|" })
+            .collect::<String>()
     );
     for r in rows {
         let _ = writeln!(s, "| {} |", r.join(" | "));
@@ -158,7 +180,9 @@ pub fn machine() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
@@ -166,7 +190,9 @@ pub fn machine() -> String {
         .ok()
         .and_then(|s| {
             s.lines().next().and_then(|l| {
-                l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok())
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
             })
         })
         .map(|kb| format!(", {:.0} GiB RAM", kb / 1048576.0))

@@ -62,7 +62,9 @@ fn on_threads<A: BenchAlloc>(
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("worker panicked"))
+            .collect()
     });
     Throughput {
         ops: results.iter().map(|r| r.0).sum(),
@@ -92,7 +94,11 @@ fn oops(msg: &str) -> ! {
 #[cold]
 #[inline(never)]
 fn oom(layout: Layout) -> ! {
-    panic!("allocation of {} B (align {}) failed", layout.size(), layout.align())
+    panic!(
+        "allocation of {} B (align {}) failed",
+        layout.size(),
+        layout.align()
+    )
 }
 
 /// A slot of a live set: pointer (null = empty), requested size, alignment.
@@ -103,7 +109,11 @@ struct Obj {
     align: usize,
 }
 
-const EMPTY: Obj = Obj { p: core::ptr::null_mut(), size: 0, align: 8 };
+const EMPTY: Obj = Obj {
+    p: core::ptr::null_mut(),
+    size: 0,
+    align: 8,
+};
 
 /// Workload (a)/(b): random small churn. Each thread owns `slots` slots; an op picks
 /// a random slot and frees it if full, else allocates 8..=1024 B (align 8) into it.
@@ -122,7 +132,11 @@ pub fn churn<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) -> T
                     oom(l)
                 }
                 stamp(q, size, size as u8);
-                *o = Obj { p: black_box(q), size, align: 8 };
+                *o = Obj {
+                    p: black_box(q),
+                    size,
+                    align: 8,
+                };
             } else {
                 check(o.p, o.size as u8);
                 a.dealloc(o.p, Layout::from_size_align_unchecked(o.size, 8));
@@ -201,7 +215,11 @@ pub fn mixed<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) -> T
                     oops("misaligned block")
                 }
                 stamp(q, size, size as u8);
-                *o = Obj { p: black_box(q), size, align };
+                *o = Obj {
+                    p: black_box(q),
+                    size,
+                    align,
+                };
             } else if rng.next() & 1 == 0 {
                 check(o.p, o.size as u8);
                 a.dealloc(o.p, Layout::from_size_align_unchecked(o.size, o.align));
@@ -257,7 +275,9 @@ impl Ring {
     fn new(cap: usize) -> Ring {
         assert!(cap.is_power_of_two());
         Ring {
-            buf: (0..cap).map(|_| core::cell::UnsafeCell::new((0, 0))).collect(),
+            buf: (0..cap)
+                .map(|_| core::cell::UnsafeCell::new((0, 0)))
+                .collect(),
             head: CachePadded(AtomicUsize::new(0)),
             tail: CachePadded(AtomicUsize::new(0)),
         }
@@ -315,8 +335,7 @@ pub fn producer_consumer<A: BenchAlloc>(a: &A, p: Params) -> Throughput {
             loop {
                 let head = ring.head.0.load(Ordering::Acquire);
                 if tail == head {
-                    if done.load(Ordering::Acquire) && ring.head.0.load(Ordering::Acquire) == tail
-                    {
+                    if done.load(Ordering::Acquire) && ring.head.0.load(Ordering::Acquire) == tail {
                         break;
                     }
                     spins += 1;
@@ -379,7 +398,11 @@ pub fn efficiency<A: BenchAlloc>(a: &A, region_bytes: usize, seed: u64) -> f64 {
                     }
                     check(q, o.size as u8);
                     stamp(q, ns, ns as u8);
-                    live[i] = Obj { p: q, size: ns, align: o.align };
+                    live[i] = Obj {
+                        p: q,
+                        size: ns,
+                        align: o.align,
+                    };
                     live_bytes = live_bytes - o.size + ns;
                 }
             }
@@ -452,7 +475,11 @@ fn percentiles(v: &mut [u32]) -> [f64; 3] {
     let k = ns_per_tick();
     let o = timer_overhead_ticks() as f64;
     let ns = |t: u32| (t as f64 - o).max(0.0) * k;
-    [ns(v[(v.len() - 1) / 2]), ns(v[((v.len() - 1) as f64 * 0.99) as usize]), ns(*v.last().unwrap())]
+    [
+        ns(v[(v.len() - 1) / 2]),
+        ns(v[((v.len() - 1) as f64 * 0.99) as usize]),
+        ns(*v.last().unwrap()),
+    ]
 }
 
 /// Workload (f): churn as in (a), timing every alloc and every free with the TSC.
@@ -484,7 +511,11 @@ pub fn latency<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) ->
                     ta.push((t1 - t0).min(u32::MAX as u64) as u32);
                 }
                 stamp(q, size, size as u8);
-                *o = Obj { p: black_box(q), size, align: 8 };
+                *o = Obj {
+                    p: black_box(q),
+                    size,
+                    align: 8,
+                };
             } else {
                 let l = Layout::from_size_align_unchecked(o.size, 8);
                 let t0 = ticks();
@@ -520,5 +551,8 @@ pub fn latency<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) ->
         (ops, secs)
     });
     let (mut va, mut vf) = samples.into_inner().unwrap();
-    Latency { alloc: percentiles(&mut va), free: percentiles(&mut vf) }
+    Latency {
+        alloc: percentiles(&mut va),
+        free: percentiles(&mut vf),
+    }
 }

@@ -69,8 +69,12 @@ unsafe impl BenchAlloc for MiRaw {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--list") {
-        let names: Vec<&str> =
-            Kind::ALL.iter().filter(|k| k.available()).map(|k| k.name()).chain(["mimalloc-raw", "noop"]).collect();
+        let names: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| k.available())
+            .map(|k| k.name())
+            .chain(["mimalloc-raw", "noop"])
+            .collect();
         println!("{}", names.join(" "));
         return;
     }
@@ -86,7 +90,8 @@ fn main() {
     } else if args[0] == "mimalloc-raw" {
         pairs(&MiRaw, n, size)
     } else {
-        let k = Kind::from_name(&args[0]).unwrap_or_else(|| panic!("unknown allocator {}", args[0]));
+        let k =
+            Kind::from_name(&args[0]).unwrap_or_else(|| panic!("unknown allocator {}", args[0]));
         assert!(k.available(), "{} is not built in", k.name());
         let region = Region::new(8 << 20);
         with_alloc!(k, &region, |a| {
