@@ -209,6 +209,7 @@ mod tests {
         let mut objs: Vec<[usize; 2]> = std::vec![[0; 2]; 10];
         let ptrs: Vec<*mut FreeObj> = objs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
         let mut l = FreeList::EMPTY;
+        // SAFETY: the objects are distinct two-word buffers owned by the test.
         unsafe {
             for &p in &ptrs {
                 l.push(p);

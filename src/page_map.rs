@@ -217,6 +217,7 @@ mod tests {
     fn flat_map_finds_pages_of_each_run() {
         let map: FlatMap<2> = FlatMap::EMPTY;
         assert!(map.page(0x10_0000, 12).is_none());
+        // SAFETY: single-threaded test; the runs do not overlap.
         unsafe {
             assert!(map.register(0x10_0000, 4, 12, &mut meta));
             assert!(map.register(0x40_0000, 2, 12, &mut meta));

@@ -130,6 +130,7 @@ mod tests {
         s.start = mem.as_mut_ptr() as usize;
         s.pages = 1;
         s.capacity = 4;
+        // SAFETY: the span covers `mem`, 512 bytes owned by the test, 4 objects of 128.
         unsafe {
             let a = s.take(128);
             let b = s.take(128);

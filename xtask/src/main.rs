@@ -86,7 +86,9 @@ fn cargo() -> Command {
 fn cargo_test(label: &str, args: &[&str], envs: &[(&str, &str)]) -> (usize, usize) {
     println!("\n=== {label}: cargo {}", args.join(" "));
     let mut cmd = cargo();
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -137,17 +139,38 @@ fn test(args: &[String]) -> Result<(), String> {
     ));
     add(cargo_test(
         "host tests, release build",
-        &["test", "-p", "cpuheap", "--release", "--features", "checked"],
+        &[
+            "test",
+            "-p",
+            "cpuheap",
+            "--release",
+            "--features",
+            "checked",
+        ],
         &[],
     ));
     for (target, features) in CROSS_TARGETS {
-        let mut a = vec!["build", "-p", "cpuheap", "--no-default-features", "--target", target];
+        let mut a = vec![
+            "build",
+            "-p",
+            "cpuheap",
+            "--no-default-features",
+            "--target",
+            target,
+        ];
         if !features.is_empty() {
             a.extend(["--features", features]);
         }
         println!("\n=== cross build: cargo {}", a.join(" "));
-        let ok = cargo().args(&a).status().map(|s| s.success()).unwrap_or(false);
-        println!("cross build {target} [{features}]: {}", if ok { "ok" } else { "FAILED" });
+        let ok = cargo()
+            .args(&a)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        println!(
+            "cross build {target} [{features}]: {}",
+            if ok { "ok" } else { "FAILED" }
+        );
         add(if ok { (1, 0) } else { (0, 1) });
     }
     if !skip_qemu {
