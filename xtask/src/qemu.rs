@@ -525,7 +525,10 @@ fn run_embedded_test_binary(suite: &Suite, bin: &str, elf: &Path, tally: &mut Ta
                 format!(" ({detail})")
             };
             println!("test {full} ... ok [{secs:.2}s]{note}");
-            if let Some(out) = output.as_deref().filter(|o| verbose() && !o.trim().is_empty()) {
+            if let Some(out) = output
+                .as_deref()
+                .filter(|o| verbose() && !o.trim().is_empty())
+            {
                 println!("{}", indent(out));
             }
         } else {
@@ -558,6 +561,9 @@ fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
             }
             println!("test {bin}::{rest}");
         }
+    }
+    if verbose() {
+        println!("{}", indent(&outcome.output));
     }
     let secs = outcome.elapsed.as_secs_f64();
     let status_ok = outcome.code == Some(0);

@@ -13,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
 
 
 mod boot;
