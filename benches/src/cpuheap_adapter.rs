@@ -97,6 +97,42 @@ macro_rules! with_cpuheap {
     }};
 }
 
+/// cpuheap's desktop allocator, one process-wide instance like every other desktop
+/// allocator in the comparison.
+#[cfg(feature = "cpuheap-std")]
+pub static STD_HEAP: cpuheap::StdHeap = cpuheap::StdHeap::new();
+
+/// [`crate::iface::BenchAlloc`] for [`STD_HEAP`].
+#[cfg(feature = "cpuheap-std")]
+pub struct StdAdapter;
+
+#[cfg(feature = "cpuheap-std")]
+unsafe impl crate::iface::BenchAlloc for StdAdapter {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        core::alloc::GlobalAlloc::alloc(&STD_HEAP, layout)
+    }
+    #[inline(always)]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        core::alloc::GlobalAlloc::dealloc(&STD_HEAP, ptr, layout)
+    }
+    #[inline(always)]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, new_size: usize) -> *mut u8 {
+        core::alloc::GlobalAlloc::realloc(&STD_HEAP, ptr, layout, new_size)
+    }
+}
+
+#[cfg(feature = "cpuheap-std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! with_cpuheap_std {
+    ($kind:expr, $region:expr, |$a:ident| $body:expr) => {{
+        let _ = $region;
+        let $a = &$crate::cpuheap_adapter::StdAdapter;
+        $body
+    }};
+}
+
 #[cfg(not(feature = "cpuheap-std"))]
 #[doc(hidden)]
 #[macro_export]

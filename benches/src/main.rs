@@ -131,7 +131,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         o.runs = if o.quick { 3 } else { 5 };
     }
     if o.window.is_zero() {
-        o.window = Duration::from_millis(if o.quick { 100 } else { 500 });
+        o.window = Duration::from_millis(if o.quick { 150 } else { 600 });
     }
     Ok(o)
 }

@@ -33,7 +33,7 @@ pub fn svg(title: &str, subtitle: &str, rows: &[ChartRow]) -> String {
             }
         }
     }
-    let (lo, hi) = (-4.0f64, 8.0f64); // log2 range: 1/16 .. 256
+    let (lo, hi) = (-4.0f64, 10.0f64); // log2 range: 1/16 .. 1024
     let left = 270.0;
     let width = 620.0;
     let bar_h = 9.0;
