@@ -138,6 +138,7 @@ pub fn run() -> Result<(usize, usize), String> {
 /// Cargo-runner entry point (see `qemu/runner`): `<machine> <elf> [filter]`.
 /// Runs every test of one embedded-test ELF on the named machine (or boots a kernel).
 /// Returns `(passed, failed)`.
+#[allow(dead_code)] // used by qemu/runner (the cargo runner), not by the xtask binary
 pub fn run_elf(machine: &str, elf: &Path, filter: Option<&str>) -> Result<(usize, usize), String> {
     let suite = SUITES
         .iter()
@@ -823,6 +824,7 @@ impl Elf {
 // ---------------------------------------------------------------------------------------
 // Text helpers.
 
+#[allow(dead_code)]
 fn strip_hash(name: &str) -> &str {
     match name.rsplit_once('-') {
         Some((base, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {

@@ -106,6 +106,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 pub struct Rng(pub u32);
 
 impl Rng {
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u32 {
         let mut x = self.0;
         x ^= x << 13;

@@ -362,7 +362,7 @@ fn large_and_growth(hart: usize) {
             fail(hart, format_args!("large alloc {size} align {align} failed"));
             continue;
         }
-        check!(hart, p as usize % align == 0, "{p:?} not aligned to {align}");
+        check!(hart, (p as usize).is_multiple_of(align), "{p:?} not aligned to {align}");
         stamp(p, size, 0x80 | hart as u8);
         *slot = (p as usize, size, align);
     }
