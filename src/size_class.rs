@@ -121,12 +121,13 @@ pub fn class_for(size: usize, align: usize, max_small: usize) -> Option<usize> {
     }
 }
 
-/// Pages per span for `class`: the fewest pages that hold at least 8 objects (or fill 4
-/// pages, if 8 objects need more) and leave at most 1/8 of the span as tail waste. The floor
-/// of 8 objects keeps the out-of-line span record small next to the objects it describes.
+/// Pages per span for `class`: the fewest pages that hold at least 16 objects (or fill 4
+/// pages, if 16 objects need more), span at least 4 KiB (or 4 pages, if smaller), and leave at
+/// most 1/8 of the span as tail waste. The floors keep the out-of-line span record small next
+/// to the objects it describes (a record is 28 bytes on 32-bit targets, 48 on 64-bit).
 pub fn span_pages(class: usize, page_size: usize) -> usize {
     let size = class_size(class);
-    let floor = (8 * size).min(4 * page_size);
+    let floor = (16 * size).min(4 * page_size).max(4096.min(4 * page_size));
     let mut pages = floor.max(size).div_ceil(page_size);
     loop {
         let bytes = pages * page_size;
@@ -207,7 +208,8 @@ mod tests {
                 let bytes = pages * page_size;
                 assert!(bytes >= class_size(c));
                 assert!((bytes % class_size(c)) * 8 <= bytes);
-                assert!(bytes / class_size(c) >= 8 || bytes >= 4 * page_size);
+                assert!(bytes / class_size(c) >= 16 || bytes >= 4 * page_size);
+                assert!(bytes >= 4096.min(4 * page_size));
                 assert!(
                     bytes / class_size(c) <= u16::MAX as usize,
                     "capacity fits a u16"
@@ -215,7 +217,8 @@ mod tests {
             }
         }
         assert_eq!(span_pages(class_of_size(3072), 4096), 4);
-        assert_eq!(span_pages(class_of_size(64), 256), 2);
+        assert_eq!(span_pages(class_of_size(64), 256), 4);
+        assert_eq!(span_pages(class_of_size(8), 256), 4);
         assert_eq!(span_pages(class_of_size(8), 4096), 1);
     }
 
