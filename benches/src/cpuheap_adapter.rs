@@ -117,7 +117,12 @@ unsafe impl crate::iface::BenchAlloc for StdAdapter {
         core::alloc::GlobalAlloc::dealloc(&STD_HEAP, ptr, layout)
     }
     #[inline(always)]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: core::alloc::Layout, new_size: usize) -> *mut u8 {
+    unsafe fn realloc(
+        &self,
+        ptr: *mut u8,
+        layout: core::alloc::Layout,
+        new_size: usize,
+    ) -> *mut u8 {
         core::alloc::GlobalAlloc::realloc(&STD_HEAP, ptr, layout, new_size)
     }
 }

@@ -11,10 +11,19 @@ use core::alloc::{GlobalAlloc, Layout};
 /// Same contract as [`GlobalAlloc`].
 pub unsafe trait BenchAlloc: Sync {
     /// Allocate; null on failure.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
     unsafe fn alloc(&self, layout: Layout) -> *mut u8;
     /// Free a block from [`BenchAlloc::alloc`] with the same layout.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`].
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout);
     /// Resize; null on failure (the old block stays valid then).
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8;
     /// Called on every worker thread before it touches the allocator.
     /// `slot` is the worker's index within its workload (0, 1, ...).

@@ -14,6 +14,7 @@ impl Rng {
         Rng(z | 1)
     }
     /// Next 64 random bits.
+    #[allow(clippy::should_implement_trait)]
     #[inline(always)]
     pub fn next(&mut self) -> u64 {
         let mut x = self.0;
