@@ -46,6 +46,8 @@ struct Suite {
     target: &'static str,
     /// Extra cargo features for this build.
     features: &'static [&'static str],
+    /// Build without the crate's default features.
+    no_default_features: bool,
     machine: &'static str,
     qemu: &'static str,
     qemu_args: &'static [&'static str],
@@ -57,6 +59,18 @@ const SUITES: &[Suite] = &[
         crate_dir: "qemu/firmware",
         target: "thumbv7em-none-eabihf",
         features: &[],
+        no_default_features: false,
+        machine: "mps2-an386",
+        qemu: "qemu-system-arm",
+        qemu_args: &["-M", "mps2-an386", "-cpu", "cortex-m4"],
+        kind: Kind::EmbeddedTest,
+    },
+    // The same suite without the `checked` feature: the fast paths that ship.
+    Suite {
+        crate_dir: "qemu/firmware",
+        target: "thumbv7em-none-eabihf",
+        features: &[],
+        no_default_features: true,
         machine: "mps2-an386",
         qemu: "qemu-system-arm",
         qemu_args: &["-M", "mps2-an386", "-cpu", "cortex-m4"],
@@ -66,6 +80,7 @@ const SUITES: &[Suite] = &[
         crate_dir: "qemu/firmware",
         target: "thumbv6m-none-eabi",
         features: &[],
+        no_default_features: false,
         machine: "microbit",
         qemu: "qemu-system-arm",
         qemu_args: &["-M", "microbit"],
@@ -75,6 +90,7 @@ const SUITES: &[Suite] = &[
         crate_dir: "qemu/kernel",
         target: "riscv64gc-unknown-none-elf",
         features: &[],
+        no_default_features: false,
         machine: "virt -smp 4",
         qemu: "qemu-system-riscv64",
         qemu_args: &["-M", "virt", "-smp", "4", "-m", "128M", "-bios", "none"],
@@ -99,10 +115,14 @@ pub fn run() -> Result<(usize, usize), String> {
             suite.machine,
             suite.target,
             suite.crate_dir,
-            if suite.features.is_empty() {
-                String::new()
-            } else {
-                format!(", features {}", suite.features.join(","))
+            match (suite.no_default_features, suite.features.is_empty()) {
+                (false, true) => String::new(),
+                (true, true) => ", --no-default-features".to_string(),
+                (nd, false) => format!(
+                    ",{} features {}",
+                    if nd { " --no-default-features," } else { "" },
+                    suite.features.join(",")
+                ),
             }
         );
         if let Err(e) = ensure_rust_target(suite.target) {
@@ -305,6 +325,9 @@ fn build(root: &Path, suite: &Suite) -> Result<Vec<(String, PathBuf)>, String> {
     .stderr(Stdio::piped());
     if !suite.features.is_empty() {
         cmd.args(["--features", &suite.features.join(",")]);
+    }
+    if suite.no_default_features {
+        cmd.arg("--no-default-features");
     }
     // The suite is its own workspace with its own target dir; do not inherit the
     // host build's settings from `cargo xtask`.
