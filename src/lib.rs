@@ -53,6 +53,8 @@ mod stats;
 mod sync;
 
 pub use heap::{Config, Heap, InvariantError};
+#[cfg(target_pointer_width = "64")]
+pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
 pub use page_source::{PageSource, Run, StaticRegion};
 pub use platform::{default_fatal, Fault, FaultKind, Platform, SingleCpu};

@@ -51,6 +51,15 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
     #[doc(hidden)]
     fn meta_bound(pages: usize, page_shift: u32) -> usize;
 
+    /// The metadata bytes that [`register`](Self::register) would ask for right now to cover
+    /// `pages` pages at `base` (at most [`meta_bound`](Self::meta_bound)). Call it under the
+    /// page-heap lock, so that nothing is registered in between.
+    #[doc(hidden)]
+    fn meta_need(&self, base: usize, pages: usize, page_shift: u32) -> usize {
+        let _ = base;
+        Self::meta_bound(pages, page_shift)
+    }
+
     /// Whether another run can be registered.
     #[doc(hidden)]
     fn has_room(&self) -> bool;
@@ -202,6 +211,267 @@ impl<const N: usize> PageMap for FlatMap<N> {
     }
 }
 
+/// Address bits the radix map covers: the 48-bit virtual address space of x86-64 and AArch64
+/// user space (and of Sv48 on RISC-V).
+#[cfg(target_pointer_width = "64")]
+const ADDR_BITS: u32 = 48;
+
+/// Pages per radix leaf (2^12: with 4 KiB pages one leaf covers 16 MiB).
+#[cfg(target_pointer_width = "64")]
+const LEAF_BITS: u32 = 12;
+#[cfg(target_pointer_width = "64")]
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+
+/// One leaf of the radix map: the entries of `LEAF_LEN` consecutive pages. All-zero memory is
+/// a valid, empty leaf.
+#[cfg(target_pointer_width = "64")]
+#[repr(C)]
+struct Leaf {
+    classes: [AtomicU8; LEAF_LEN],
+    spans: [AtomicPtr<Span>; LEAF_LEN],
+    /// Live bits of the bytes the leaf covers (checked builds).
+    #[cfg(feature = "checked")]
+    live: AtomicPtr<AtomicUsize>,
+}
+
+/// An interior node: an array of pointers to the next level (null = absent).
+#[cfg(target_pointer_width = "64")]
+type Mid = AtomicPtr<Leaf>;
+#[cfg(target_pointer_width = "64")]
+type Root = AtomicPtr<Mid>;
+
+/// The shape of the tree for one page size: the page-number bits above a leaf are split
+/// between the root and the middle level.
+#[cfg(target_pointer_width = "64")]
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Address bits below the middle-level index (the bytes one leaf covers).
+    leaf_shift: u32,
+    /// Address bits below the root index.
+    root_shift: u32,
+    mid_len: usize,
+    root_len: usize,
+}
+
+#[cfg(target_pointer_width = "64")]
+impl Shape {
+    #[inline(always)]
+    const fn of(page_shift: u32) -> Self {
+        let upper = ADDR_BITS - page_shift - LEAF_BITS;
+        let mid_bits = upper / 2;
+        let leaf_shift = page_shift + LEAF_BITS;
+        Self {
+            leaf_shift,
+            root_shift: leaf_shift + mid_bits,
+            mid_len: 1 << mid_bits,
+            root_len: 1 << (upper - mid_bits),
+        }
+    }
+
+    /// Bytes of the root or of one middle node (with alignment slack).
+    fn root_bytes(&self) -> usize {
+        self.root_len * size_of::<Root>() + 8
+    }
+    fn mid_bytes(&self) -> usize {
+        self.mid_len * size_of::<Mid>() + 8
+    }
+    /// Bytes of one leaf, with its live bits in checked builds (and alignment slack).
+    fn leaf_bytes(&self) -> usize {
+        #[cfg(feature = "checked")]
+        let live = live_words(1 << self.leaf_shift) * size_of::<AtomicUsize>() + 8;
+        #[cfg(not(feature = "checked"))]
+        let live = 0;
+        size_of::<Leaf>() + 8 + live
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+use core::mem::{align_of, size_of};
+
+/// A three-level radix tree over the whole 48-bit address space: the page map of sources that
+/// hand out many runs anywhere in memory (mmap). 64-bit targets only.
+///
+/// A lookup is three dependent loads (root, middle node, leaf), whatever the number of runs.
+/// With 4 KiB pages the root and each middle node hold 4096 pointers (32 KiB) and a leaf covers
+/// 4096 pages (16 MiB) with 36 KiB of entries (plus 256 KiB of live bits in checked builds).
+/// Nodes are taken from the page heap's metadata as runs are registered, the root on the
+/// first one, so an unused map is two words. Nodes are never freed: a lock-free reader may
+/// hold any of them.
+#[cfg(target_pointer_width = "64")]
+pub struct RadixMap {
+    root: AtomicPtr<Root>,
+    leaves: AtomicUsize,
+}
+
+#[cfg(target_pointer_width = "64")]
+impl sealed::Sealed for RadixMap {}
+
+#[cfg(target_pointer_width = "64")]
+impl RadixMap {
+    /// Leaves allocated so far.
+    pub fn leaves(&self) -> usize {
+        self.leaves.load(Ordering::Relaxed)
+    }
+
+    /// Whether `[base, base + bytes)` lies in the covered address space.
+    fn in_range(base: usize, bytes: usize) -> bool {
+        base.checked_add(bytes)
+            .is_some_and(|end| bytes > 0 && end <= 1 << ADDR_BITS)
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+impl PageMap for RadixMap {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: Self = Self {
+        root: AtomicPtr::new(ptr::null_mut()),
+        leaves: AtomicUsize::new(0),
+    };
+
+    fn meta_bound(pages: usize, page_shift: u32) -> usize {
+        let sh = Shape::of(page_shift);
+        let mids = pages / (LEAF_LEN * sh.mid_len) + 2;
+        let leaves = pages / LEAF_LEN + 2;
+        sh.root_bytes() + mids * sh.mid_bytes() + leaves * sh.leaf_bytes()
+    }
+
+    fn meta_need(&self, base: usize, pages: usize, page_shift: u32) -> usize {
+        let sh = Shape::of(page_shift);
+        let Some(bytes) = pages.checked_mul(1 << page_shift) else {
+            return usize::MAX;
+        };
+        if !Self::in_range(base, bytes) {
+            return usize::MAX;
+        }
+        let root = self.root.load(Ordering::Relaxed);
+        if root.is_null() {
+            return Self::meta_bound(pages, page_shift);
+        }
+        let end = base + bytes;
+        let mut need = 0;
+        let mut a = base >> sh.leaf_shift << sh.leaf_shift;
+        let mut last_mid = usize::MAX;
+        while a < end {
+            // SAFETY: the root has `root_len` entries and `a < 2^48` indexes below it.
+            let mid = unsafe { (*root.add(a >> sh.root_shift)).load(Ordering::Relaxed) };
+            if mid.is_null() {
+                if a >> sh.root_shift != last_mid {
+                    need += sh.mid_bytes();
+                    last_mid = a >> sh.root_shift;
+                }
+                need += sh.leaf_bytes();
+            } else {
+                // SAFETY: a middle node has `mid_len` entries; the index is masked below it.
+                let leaf = unsafe {
+                    (*mid.add((a >> sh.leaf_shift) & (sh.mid_len - 1))).load(Ordering::Relaxed)
+                };
+                if leaf.is_null() {
+                    need += sh.leaf_bytes();
+                }
+            }
+            a += 1 << sh.leaf_shift;
+        }
+        need
+    }
+
+    fn has_room(&self) -> bool {
+        true
+    }
+
+    unsafe fn register(
+        &self,
+        base: usize,
+        pages: usize,
+        page_shift: u32,
+        meta: &mut dyn FnMut(usize, usize) -> Option<NonNull<u8>>,
+    ) -> bool {
+        let sh = Shape::of(page_shift);
+        let Some(bytes) = pages.checked_mul(1 << page_shift) else {
+            return false;
+        };
+        if !Self::in_range(base, bytes) {
+            return false;
+        }
+        let mut root = self.root.load(Ordering::Relaxed);
+        if root.is_null() {
+            let Some(r) = meta(sh.root_len * size_of::<Root>(), align_of::<Root>()) else {
+                return false;
+            };
+            root = r.as_ptr().cast();
+            // Publishes the zeroed root to lock-free readers.
+            self.root.store(root, Ordering::Release);
+        }
+        let end = base + bytes;
+        let mut a = base >> sh.leaf_shift << sh.leaf_shift;
+        while a < end {
+            // SAFETY: `a < 2^48`, so the index is below `root_len`.
+            let mid_slot = unsafe { &*root.add(a >> sh.root_shift) };
+            let mut mid = mid_slot.load(Ordering::Relaxed);
+            if mid.is_null() {
+                let Some(m) = meta(sh.mid_len * size_of::<Mid>(), align_of::<Mid>()) else {
+                    return false;
+                };
+                mid = m.as_ptr().cast();
+                mid_slot.store(mid, Ordering::Release);
+            }
+            // SAFETY: the index is masked below `mid_len`.
+            let leaf_slot = unsafe { &*mid.add((a >> sh.leaf_shift) & (sh.mid_len - 1)) };
+            if leaf_slot.load(Ordering::Relaxed).is_null() {
+                let Some(leaf) = meta(size_of::<Leaf>(), align_of::<Leaf>()) else {
+                    return false;
+                };
+                let leaf = leaf.as_ptr().cast::<Leaf>();
+                #[cfg(feature = "checked")]
+                {
+                    let words = live_words(1 << sh.leaf_shift);
+                    let Some(live) =
+                        meta(words * size_of::<AtomicUsize>(), align_of::<AtomicUsize>())
+                    else {
+                        return false;
+                    };
+                    // SAFETY: `leaf` is fresh, zeroed, exclusively owned memory for a `Leaf`.
+                    unsafe { (*leaf).live.store(live.as_ptr().cast(), Ordering::Relaxed) };
+                }
+                // Publishes the zeroed leaf (and its live-bit pointer) to lock-free readers.
+                leaf_slot.store(leaf, Ordering::Release);
+                self.leaves.fetch_add(1, Ordering::Relaxed);
+            }
+            a += 1 << sh.leaf_shift;
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
+        let sh = Shape::of(page_shift);
+        let root = self.root.load(Ordering::Acquire);
+        if root.is_null() || addr >> ADDR_BITS != 0 {
+            return None;
+        }
+        // SAFETY: `addr < 2^48`, so the index is below `root_len`; published nodes stay valid
+        // for the map's life and were zeroed before the Release store that published them.
+        let mid = unsafe { (*root.add(addr >> sh.root_shift)).load(Ordering::Acquire) };
+        if mid.is_null() {
+            return None;
+        }
+        // SAFETY: the index is masked below `mid_len`; as above.
+        let leaf = unsafe {
+            (*mid.add((addr >> sh.leaf_shift) & (sh.mid_len - 1))).load(Ordering::Acquire)
+        };
+        // SAFETY: a published leaf stays valid for the map's life.
+        let leaf = unsafe { leaf.as_ref()? };
+        let i = (addr >> page_shift) & (LEAF_LEN - 1);
+        Some(PageRef {
+            class: &leaf.classes[i],
+            span: &leaf.spans[i],
+            #[cfg(feature = "checked")]
+            live: leaf.live.load(Ordering::Relaxed),
+            #[cfg(feature = "checked")]
+            live_base: addr >> sh.leaf_shift << sh.leaf_shift,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -244,5 +514,133 @@ mod tests {
         assert!(map.page(0x40_2000, 12).is_none());
         assert!(map.page(0x0fffff, 12).is_none());
         assert_eq!(map.runs(), 2);
+    }
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn radix_map_covers_runs_anywhere_in_48_bits() {
+        let map = RadixMap::EMPTY;
+        assert!(
+            map.page(0x10_0000, 12).is_none(),
+            "nothing before the first run"
+        );
+        let runs = [
+            (0x7f12_3456_7000usize, 3usize),
+            (0x7f12_3456_a000, 5000), // spans two leaves
+            (0x0000_5555_0000_0000, 1),
+            (0xffff_ffff_f000, 1), // the last page of the address space
+        ];
+        let mut asked = 0usize;
+        for (base, pages) in runs {
+            let need = map.meta_need(base, pages, 12);
+            assert!(need <= RadixMap::meta_bound(pages, 12));
+            let mut got = 0usize;
+            // SAFETY: single-threaded test; the runs do not overlap.
+            assert!(unsafe {
+                map.register(base, pages, 12, &mut |size, align| {
+                    got += size;
+                    meta(size, align)
+                })
+            });
+            assert!(
+                got <= need,
+                "register asked for {got}, more than meta_need {need}"
+            );
+            asked += got;
+            assert_eq!(map.meta_need(base, pages, 12), 0, "now covered");
+        }
+        assert!(asked > 0);
+        for (base, pages) in runs {
+            let last = base + (pages << 12) - 1;
+            for a in [base, base + 4096 * (pages / 2), last] {
+                let p = map.page(a, 12).expect("covered");
+                assert_eq!(p.class.load(Ordering::Relaxed), 0);
+            }
+            map.page(last, 12)
+                .unwrap()
+                .class
+                .store(9, Ordering::Relaxed);
+            assert_eq!(
+                map.page(last & !0xfff, 12)
+                    .unwrap()
+                    .class
+                    .load(Ordering::Relaxed),
+                9,
+                "every byte of a page shares its entry"
+            );
+        }
+        // Neighbouring pages of the first run's page share its entry array but not its entry.
+        assert_eq!(
+            map.page(0x7f12_3456_6000, 12)
+                .unwrap()
+                .class
+                .load(Ordering::Relaxed),
+            0
+        );
+        assert!(map.page(0x1_0000_0000_0000, 12).is_none(), "above 48 bits");
+        assert!(map.page(0x4000_0000, 12).is_none(), "no leaf there");
+        assert_eq!(
+            map.leaves(),
+            4,
+            "two leaves for the first runs, one each for the others"
+        );
+        // SAFETY: single-threaded test.
+        unsafe {
+            assert!(
+                !map.register(0xffff_ffff_f000, 2, 12, &mut meta),
+                "past 2^48"
+            );
+            assert!(!map.register(0, usize::MAX, 12, &mut meta), "overflow");
+        }
+        assert_eq!(map.meta_need(0xffff_ffff_f000, 2, 12), usize::MAX);
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn radix_map_shapes_for_every_page_size() {
+        for shift in 8..=16 {
+            let map = RadixMap::EMPTY;
+            let base = 0x7000_0000_0000usize + (3 << shift);
+            // SAFETY: single-threaded test.
+            assert!(unsafe { map.register(base, 10_000, shift, &mut meta) });
+            let p = map.page(base + (9_999 << shift), shift).unwrap();
+            p.span
+                .store(NonNull::dangling().as_ptr(), Ordering::Relaxed);
+            assert!(map
+                .page(base + (10_000 << shift) + (1 << 40), shift)
+                .is_none());
+            assert!(RadixMap::meta_bound(10_000, shift) >= map.meta_need(base, 1, shift));
+        }
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn radix_map_reads_race_with_registration() {
+        use std::sync::atomic::AtomicBool;
+        let map: &'static RadixMap = std::boxed::Box::leak(std::boxed::Box::new(RadixMap::EMPTY));
+        let done: &'static AtomicBool =
+            std::boxed::Box::leak(std::boxed::Box::new(AtomicBool::new(false)));
+        let reader = std::thread::spawn(move || {
+            let mut seen = 0usize;
+            while !done.load(Ordering::Acquire) {
+                for i in 0..64usize {
+                    if let Some(p) = map.page(0x6000_0000_0000 + (i << 26), 12) {
+                        let c = p.class.load(Ordering::Relaxed) as usize;
+                        assert!(c <= 1, "a reader saw an unpublished entry");
+                        seen = seen.saturating_add(c);
+                    }
+                }
+            }
+            seen
+        });
+        for i in 0..64usize {
+            // SAFETY: the only writer; the runs do not overlap.
+            assert!(unsafe { map.register(0x6000_0000_0000 + (i << 26), 1, 12, &mut meta) });
+            map.page(0x6000_0000_0000 + (i << 26), 12)
+                .unwrap()
+                .class
+                .store(1, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+        assert!(reader.join().unwrap() <= usize::MAX / 2);
     }
 }
