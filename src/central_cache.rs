@@ -93,7 +93,7 @@ impl<R: RawMutex> CentralClass<R> {
         while chain.len < n {
             let mut span = list.head;
             if span.is_null() {
-                let pages = span_pages(class, cx.g.page_size());
+                let pages = span_pages(class, cx.g.page_size(), cx.g.min_span_bytes);
                 let got = page_heap
                     .lock()
                     .alloc_span(cx, pages, cx.g.page_size(), class as u8);

@@ -117,6 +117,11 @@ pub(crate) struct SlotCache {
 
 /// Counters of one slot, written only by the slot's holder (plain load and store, no
 /// read-modify-write) and read by anyone.
+///
+/// The fast path touches two of them: `allocs` or `frees`, and `cached_bytes`. The bytes a slot
+/// has handed out net of those it took back follow from the slow-path counters:
+/// objects enter a slot by refills and frees and leave it by allocations and flushes, so
+/// `allocated - freed = refill_bytes - flush_bytes - cached_bytes`.
 pub(crate) struct SlotStats {
     pub(crate) allocs: AtomicUsize,
     pub(crate) frees: AtomicUsize,
@@ -124,9 +129,23 @@ pub(crate) struct SlotStats {
     pub(crate) flushes: AtomicUsize,
     /// Bytes of objects on the slot's lists.
     pub(crate) cached_bytes: AtomicUsize,
-    /// Net bytes (two's complement) allocated through this slot and not yet folded into the
-    /// heap-wide in-use counter.
-    pub(crate) unsynced: AtomicUsize,
+    /// Bytes taken from the central cache.
+    pub(crate) refill_bytes: AtomicUsize,
+    /// Bytes given back to the central cache.
+    pub(crate) flush_bytes: AtomicUsize,
+    /// The slot's net in-use bytes as last folded into the heap-wide counter.
+    pub(crate) published: AtomicUsize,
+}
+
+impl SlotStats {
+    /// Bytes allocated through this slot net of bytes freed through it (two's complement:
+    /// a slot that frees what others allocated goes negative).
+    pub(crate) fn net_in_use(&self) -> usize {
+        self.refill_bytes
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.flush_bytes.load(Ordering::Relaxed))
+            .wrapping_sub(self.cached_bytes.load(Ordering::Relaxed))
+    }
 }
 
 /// Add `n` to a counter that only the slot holder writes.
@@ -159,7 +178,9 @@ impl CpuSlot {
                 refills: AtomicUsize::new(0),
                 flushes: AtomicUsize::new(0),
                 cached_bytes: AtomicUsize::new(0),
-                unsynced: AtomicUsize::new(0),
+                refill_bytes: AtomicUsize::new(0),
+                flush_bytes: AtomicUsize::new(0),
+                published: AtomicUsize::new(0),
             },
         }
     }

@@ -23,6 +23,12 @@ use crate::sync::{CachePadded, DefaultRawMutex, Ordering};
 /// Requests up to this size with alignment up to 8 take the table-lookup fast path.
 const FAST_SIZE: usize = 1024;
 
+/// Whether a page-map class byte names a size class (1..NUM_CLASSES).
+#[inline(always)]
+fn is_small(tag: u8) -> bool {
+    (tag as usize).wrapping_sub(1) < NUM_CLASSES - 1
+}
+
 /// Sizes and budgets of a heap. Build one with [`Config::new`] (desktop and kernel sizes) or
 /// [`Config::small`] (firmware), then adjust with the `with_*` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,10 +45,10 @@ pub struct Config {
     pub batch_bytes: usize,
     /// The least the heap asks its source for when it grows.
     pub grow_bytes: usize,
-    /// Net bytes a slot may allocate or free before it folds them into the heap-wide in-use
-    /// counter (which the peak follows). 0 makes the peak exact, at the cost of a shared
-    /// atomic on every operation.
-    pub peak_granularity: usize,
+    /// The least a size-class span spans. Larger spans make the out-of-line span record
+    /// (28 bytes on 32-bit targets, 48 on 64-bit) a smaller share; smaller ones make each class
+    /// hold on to less memory, which matters in a heap of a few KiB.
+    pub min_span_bytes: usize,
 }
 
 impl Config {
@@ -54,12 +60,12 @@ impl Config {
             cpu_cache_bytes: 256 * 1024,
             batch_bytes: 16 * 1024,
             grow_bytes: 1024 * 1024,
-            peak_granularity: 64 * 1024,
+            min_span_bytes: 4096,
         }
     }
 
     /// For firmware heaps of a few KiB to a few hundred KiB: 256-byte pages (so objects up to
-    /// 2 KiB come from size classes), 1 KiB per CPU slot, an exact peak.
+    /// 2 KiB come from size classes), 512-byte spans, 1 KiB per CPU slot.
     pub const fn small() -> Self {
         Self {
             page_size: 256,
@@ -67,7 +73,7 @@ impl Config {
             cpu_cache_bytes: 1024,
             batch_bytes: 256,
             grow_bytes: 0,
-            peak_granularity: 0,
+            min_span_bytes: 512,
         }
     }
 
@@ -94,15 +100,15 @@ impl Config {
         self
     }
 
-    /// Set the growth step.
-    pub const fn with_grow_bytes(mut self, bytes: usize) -> Self {
-        self.grow_bytes = bytes;
+    /// Set the least bytes of a size-class span.
+    pub const fn with_min_span_bytes(mut self, bytes: usize) -> Self {
+        self.min_span_bytes = bytes;
         self
     }
 
-    /// Set the peak granularity.
-    pub const fn with_peak_granularity(mut self, bytes: usize) -> Self {
-        self.peak_granularity = bytes;
+    /// Set the growth step.
+    pub const fn with_grow_bytes(mut self, bytes: usize) -> Self {
+        self.grow_bytes = bytes;
         self
     }
 
@@ -219,6 +225,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             g: Geometry {
                 page_shift: self.page_shift,
                 grow_bytes: self.cfg.grow_bytes,
+                min_span_bytes: self.cfg.min_span_bytes,
             },
             stats: &self.page_stats,
         }
@@ -281,25 +288,28 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         self.alloc_fallback(class)
     }
 
-    /// Count one slot operation of `size` bytes: the op counter, the cached bytes, and the
-    /// in-use drift (folded into the shared counter once past the granularity).
+    /// Count one slot operation of `size` bytes: two plain counter updates in the slot.
     #[inline(always)]
     fn count_slot_op(&self, g: &SlotGuard<'_>, size: usize, alloc: bool) {
         let st = &g.slot.stats;
-        let (delta, counter) = if alloc {
-            (size, &st.allocs)
+        if alloc {
+            bump(&st.allocs, 1);
+            bump(&st.cached_bytes, size.wrapping_neg());
         } else {
-            (size.wrapping_neg(), &st.frees)
-        };
-        bump(counter, 1);
-        bump(&st.cached_bytes, delta.wrapping_neg());
-        let drift = st.unsynced.load(Ordering::Relaxed).wrapping_add(delta);
-        let gran = self.cfg.peak_granularity;
-        if drift.wrapping_add(gran) > 2 * gran {
-            self.stats.sync_in_use(drift as isize);
-            st.unsynced.store(0, Ordering::Relaxed);
-        } else {
-            st.unsynced.store(drift, Ordering::Relaxed);
+            bump(&st.frees, 1);
+            bump(&st.cached_bytes, size);
+        }
+    }
+
+    /// Fold the slot's net in-use bytes into the heap-wide counter and the peak. Runs on the
+    /// slow paths (refill, flush), so the peak is exact to within what a slot can cache.
+    fn publish(&self, g: &SlotGuard<'_>) {
+        let st = &g.slot.stats;
+        let net = st.net_in_use();
+        let delta = net.wrapping_sub(st.published.load(Ordering::Relaxed));
+        if delta != 0 {
+            st.published.store(net, Ordering::Relaxed);
+            self.stats.sync_in_use(delta as isize);
         }
     }
 
@@ -323,6 +333,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let size = class_size(class);
         let st = &g.slot.stats;
         bump(&st.refills, 1);
+        bump(&st.refill_bytes, chain.len * size);
         bump(&st.cached_bytes, chain.len * size);
         let cap = self.list_cap(class, batch);
         let list = &mut g.cache().lists[class];
@@ -335,6 +346,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             list.push_chain(chain);
         }
         self.count_slot_op(g, size, true);
+        self.publish(g);
+        if st.cached_bytes.load(Ordering::Relaxed) > self.cfg.cpu_cache_bytes {
+            self.enforce_budget(g, class);
+        }
         obj.cast()
     }
 
@@ -419,7 +434,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             self.fault(FaultKind::ForeignPointer, addr);
         };
         let tag = pr.class.load(Ordering::Relaxed);
-        if (tag as usize) < NUM_CLASSES && tag != CLASS_NONE {
+        if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, true);
             #[cfg(not(feature = "checked"))]
@@ -456,9 +471,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // SAFETY: we hold the slot; the object is free and of this class.
             unsafe { list.push(obj) };
             self.count_slot_op(&g, class_size(class), false);
-            if list.len > list.max_len
-                || g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.cfg.cpu_cache_bytes
-            {
+            if list.len > list.max_len {
                 self.flush(&g, class);
             }
             return;
@@ -472,31 +485,36 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         self.stats.record_other(false, class_size(class));
     }
 
-    /// A list is too long or the slot is over budget: send objects back to the central cache.
+    /// A list grew past its limit: send a batch back to the central cache, then keep the slot
+    /// within its byte budget. (The budget is enforced here and on refills, the only places
+    /// where a slot's cache can grow past it, which keeps the check off the fast path.)
     #[inline(never)]
     fn flush(&self, g: &SlotGuard<'_>, class: usize) {
         let list = &mut g.cache().lists[class];
-        if list.len > list.max_len {
-            let batch = batch_objects(class, self.cfg.batch_bytes);
-            // SAFETY: we hold the slot.
-            let chain = unsafe { list.pop_chain(batch) };
-            self.release_chain(g, class, chain);
+        let batch = batch_objects(class, self.cfg.batch_bytes);
+        // SAFETY: we hold the slot.
+        let chain = unsafe { list.pop_chain(batch) };
+        self.release_chain(g, class, chain);
+        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.cfg.cpu_cache_bytes {
+            self.enforce_budget(g, class);
         }
+    }
+
+    /// The slot holds more than its budget: give back half of every list, starting with
+    /// `class`, until it holds at most half its budget.
+    fn enforce_budget(&self, g: &SlotGuard<'_>, class: usize) {
         let budget = self.cfg.cpu_cache_bytes;
-        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > budget {
-            // Release half of every list, starting with this class, until under half budget.
-            for i in 0..NUM_CLASSES - 1 {
-                let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
-                let list = &mut g.cache().lists[c];
-                if list.len > 0 {
-                    // SAFETY: we hold the slot.
-                    let chain = unsafe { list.pop_chain((list.len as usize).div_ceil(2)) };
-                    list.max_len = (list.max_len / 2).max(1);
-                    self.release_chain(g, c, chain);
-                }
-                if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= budget / 2 {
-                    break;
-                }
+        for i in 0..NUM_CLASSES - 1 {
+            let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
+            let list = &mut g.cache().lists[c];
+            if list.len > 0 {
+                // SAFETY: we hold the slot.
+                let chain = unsafe { list.pop_chain((list.len as usize).div_ceil(2)) };
+                list.max_len = (list.max_len / 2).max(1);
+                self.release_chain(g, c, chain);
+            }
+            if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= budget / 2 {
+                break;
             }
         }
     }
@@ -506,11 +524,11 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             return;
         }
         let st = &g.slot.stats;
+        let bytes = chain.len * class_size(class);
         bump(&st.flushes, 1);
-        bump(
-            &st.cached_bytes,
-            (chain.len * class_size(class)).wrapping_neg(),
-        );
+        bump(&st.flush_bytes, bytes);
+        bump(&st.cached_bytes, bytes.wrapping_neg());
+        self.publish(g);
         // SAFETY: the chain holds free objects of `class` that were cached in the slot.
         unsafe { self.central[class].insert_batch(chain.head, &self.page_heap, &self.cx()) };
     }
@@ -563,7 +581,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         };
         let tag = pr.class.load(Ordering::Relaxed);
         let new_class = self.class_for(new_size, layout.align());
-        if (tag as usize) < NUM_CLASSES && tag != CLASS_NONE {
+        if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
             if new_class == Some(tag as usize) {
@@ -637,7 +655,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
         let pr = self.map.page(ptr as usize, self.page_shift)?;
         let tag = pr.class.load(Ordering::Relaxed);
-        if (tag as usize) < NUM_CLASSES && tag != CLASS_NONE {
+        if is_small(tag) {
             Some(class_size(tag as usize))
         } else if tag == CLASS_LARGE {
             let span = pr.span.load(Ordering::Relaxed);
@@ -774,7 +792,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             s.refills += st.refills.load(Ordering::Relaxed);
             s.flushes += st.flushes.load(Ordering::Relaxed);
             s.cpu_cache_bytes += st.cached_bytes.load(Ordering::Relaxed);
-            in_use = in_use.wrapping_add(st.unsynced.load(Ordering::Relaxed));
+            in_use = in_use
+                .wrapping_add(st.net_in_use())
+                .wrapping_sub(st.published.load(Ordering::Relaxed));
         }
         s.in_use_bytes = in_use;
         s.peak_in_use_bytes = sh.peak.load(Ordering::Relaxed).max(in_use);

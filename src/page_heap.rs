@@ -134,6 +134,17 @@ impl Extent {
         None
     }
 
+    /// The highest free page, if any.
+    fn last_free(&self) -> Option<usize> {
+        if self.free_pages == 0 {
+            return None;
+        }
+        (0..self.words()).rev().find_map(|w| {
+            let free = !self.word(w);
+            (free != 0).then(|| w * WORD_BITS + (WORD_BITS - 1 - free.leading_zeros() as usize))
+        })
+    }
+
     pub(crate) fn contains(&self, addr: usize, page_shift: u32) -> bool {
         addr.wrapping_sub(self.base) < self.pages << page_shift
     }
@@ -152,6 +163,8 @@ pub(crate) struct Geometry {
     pub(crate) page_shift: u32,
     /// The least the heap asks the source for when it grows.
     pub(crate) grow_bytes: usize,
+    /// The least a size-class span spans.
+    pub(crate) min_span_bytes: usize,
 }
 
 impl Geometry {
@@ -377,6 +390,26 @@ impl<S: PageSource> PageHeap<S> {
         None
     }
 
+    /// Take the highest free page of the last extent that has one. Metadata pages come from
+    /// the top so that they do not split the runs that spans are carved from at the bottom.
+    fn take_top_page(&mut self, cx: &Ctx<'_, S::Map>) -> Option<usize> {
+        let mut found = None;
+        let mut e = self.extents;
+        // SAFETY: extent records are valid for the heap's life; we hold the lock.
+        while let Some(ext) = unsafe { e.as_mut() } {
+            if ext.free_pages > 0 {
+                found = Some(e);
+            }
+            e = ext.next;
+        }
+        // SAFETY: as above.
+        let ext = unsafe { &mut *found? };
+        let i = ext.last_free()?;
+        ext.set_range(i, 1, true);
+        cx.stats.free_pages.fetch_sub(1, Ordering::Relaxed);
+        Some(ext.base + (i << cx.g.page_shift))
+    }
+
     /// The extent holding `addr`.
     fn extent_of(&mut self, addr: usize, page_shift: u32) -> Option<&mut Extent> {
         let mut e = self.extents;
@@ -401,13 +434,13 @@ impl<S: PageSource> PageHeap<S> {
         let rec = match self.arena_alloc(size_of::<Span>(), align_of::<Span>()) {
             Some(r) => r,
             None => {
-                let page = match self.take_pages(cx, 1, 1) {
+                let page = match self.take_top_page(cx) {
                     Some(p) => p,
                     None => {
                         if !self.grow(cx, 1, 1) {
                             return None;
                         }
-                        self.take_pages(cx, 1, 1)?
+                        self.take_top_page(cx)?
                     }
                 };
                 if let Some(pr) = cx.map.page(page, cx.g.page_shift) {

@@ -121,13 +121,13 @@ pub fn class_for(size: usize, align: usize, max_small: usize) -> Option<usize> {
     }
 }
 
-/// Pages per span for `class`: the fewest pages that hold at least 16 objects (or fill 4
-/// pages, if 16 objects need more), span at least 4 KiB (or 4 pages, if smaller), and leave at
-/// most 1/8 of the span as tail waste. The floors keep the out-of-line span record small next
-/// to the objects it describes (a record is 28 bytes on 32-bit targets, 48 on 64-bit).
-pub fn span_pages(class: usize, page_size: usize) -> usize {
+/// Pages per span for `class`: the fewest pages that hold one object, span at least
+/// `min_span_bytes`, and leave at most 1/8 of the span as tail waste. `min_span_bytes` weighs the
+/// span record (28 bytes on 32-bit targets, 48 on 64-bit) against the memory a class holds on
+/// to in a small heap: 4 KiB keeps records near 1%; a tiny heap wants one page.
+pub fn span_pages(class: usize, page_size: usize, min_span_bytes: usize) -> usize {
     let size = class_size(class);
-    let floor = (16 * size).min(4 * page_size).max(4096.min(4 * page_size));
+    let floor = min_span_bytes;
     let mut pages = floor.max(size).div_ceil(page_size);
     loop {
         let bytes = pages * page_size;
@@ -204,22 +204,25 @@ mod tests {
     fn span_sizes_bound_tail_waste() {
         for page_size in [256usize, 512, 1024, 4096, 8192, 65536] {
             for c in 1..NUM_CLASSES {
-                let pages = span_pages(c, page_size);
+                let pages = span_pages(c, page_size, 4096);
                 let bytes = pages * page_size;
                 assert!(bytes >= class_size(c));
                 assert!((bytes % class_size(c)) * 8 <= bytes);
-                assert!(bytes / class_size(c) >= 16 || bytes >= 4 * page_size);
-                assert!(bytes >= 4096.min(4 * page_size));
+                assert!(bytes >= 4096);
+                assert!(
+                    span_pages(c, page_size, 0) * page_size < bytes + page_size.max(class_size(c))
+                );
                 assert!(
                     bytes / class_size(c) <= u16::MAX as usize,
                     "capacity fits a u16"
                 );
             }
         }
-        assert_eq!(span_pages(class_of_size(3072), 4096), 4);
-        assert_eq!(span_pages(class_of_size(64), 256), 4);
-        assert_eq!(span_pages(class_of_size(8), 256), 4);
-        assert_eq!(span_pages(class_of_size(8), 4096), 1);
+        assert_eq!(span_pages(class_of_size(3072), 4096, 4096), 3);
+        assert_eq!(span_pages(class_of_size(64), 256, 512), 2);
+        assert_eq!(span_pages(class_of_size(8), 256, 0), 1);
+        assert_eq!(span_pages(class_of_size(8), 4096, 4096), 1);
+        assert_eq!(span_pages(class_of_size(2048), 256, 512), 8);
     }
 
     #[test]

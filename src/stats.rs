@@ -12,8 +12,9 @@ use crate::sync::{AtomicUsize, Ordering};
 pub struct Stats {
     /// Bytes allocated to the user and not freed.
     pub in_use_bytes: usize,
-    /// Highest `in_use_bytes` seen. Exact to within `cpu slots x Config::peak_granularity`:
-    /// each slot folds its changes into the shared counter once they exceed that much.
+    /// Highest `in_use_bytes` seen. Sampled whenever a CPU slot refills from or flushes to the
+    /// central cache (and on every page-span allocation), so it is exact to within what the
+    /// slots cache: at most `cpu slots x Config::cpu_cache_bytes`.
     pub peak_in_use_bytes: usize,
     /// Bytes of free objects parked in CPU caches.
     pub cpu_cache_bytes: usize,

@@ -319,7 +319,7 @@ fn several_discontiguous_regions() {
 
 #[test]
 fn statistics_follow_the_operations() {
-    let h = heap::<1>(1 << 20, Config::new().with_peak_granularity(0));
+    let h = heap::<1>(1 << 20, Config::new());
     let before = h.stats();
     assert_eq!(before, cpuheap::Stats::default());
     let a = unsafe { h.alloc(layout(100, 8)) }; // 104-byte class

@@ -16,7 +16,14 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
-        Some("qemu") => qemu::run().and_then(|(p, f)| summary(p, f)),
+        // `qemu::run` prints its own `N passed, N failed` line.
+        Some("qemu") => qemu::run().and_then(|(_, f)| {
+            if f == 0 {
+                Ok(())
+            } else {
+                Err(format!("{f} failed"))
+            }
+        }),
         Some("targets") => ensure_targets(),
         _ => {
             eprintln!(
