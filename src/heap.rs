@@ -65,7 +65,7 @@ impl Config {
     }
 
     /// For firmware heaps of a few KiB to a few hundred KiB: 256-byte pages (so objects up to
-    /// 2 KiB come from size classes), 512-byte spans, 1 KiB per CPU slot.
+    /// 2 KiB come from size classes), spans of one page, 1 KiB per CPU slot.
     pub const fn small() -> Self {
         Self {
             page_size: 256,
@@ -73,7 +73,7 @@ impl Config {
             cpu_cache_bytes: 1024,
             batch_bytes: 256,
             grow_bytes: 0,
-            min_span_bytes: 512,
+            min_span_bytes: 256,
         }
     }
 
