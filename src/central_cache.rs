@@ -93,7 +93,11 @@ impl<R: RawMutex> CentralClass<R> {
         while chain.len < n {
             let mut span = list.head;
             if span.is_null() {
-                let pages = span_pages(class, cx.g.page_size(), cx.g.min_span_bytes);
+                // A class's first span is small, so a class used a little holds little;
+                // a class that needs more spans gets longer ones (up to 4x), so its span
+                // records stay a small share of its memory.
+                let min_bytes = cx.g.min_span_bytes << list.spans.min(2);
+                let pages = span_pages(class, cx.g.page_size(), min_bytes);
                 let got = page_heap
                     .lock()
                     .alloc_span(cx, pages, cx.g.page_size(), class as u8);
