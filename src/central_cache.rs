@@ -95,12 +95,23 @@ impl<R: RawMutex> CentralClass<R> {
             if span.is_null() {
                 // A class's first span is small, so a class used a little holds little;
                 // a class that needs more spans gets longer ones (up to 4x), so its span
-                // records stay a small share of its memory.
-                let min_bytes = cx.g.min_span_bytes << list.spans.min(2);
-                let pages = span_pages(class, cx.g.page_size(), min_bytes);
-                let got = page_heap
+                // records stay a small share of its memory. When memory is short, a
+                // shortest span is tried before giving up.
+                let shortest = span_pages(class, cx.g.page_size(), cx.g.min_span_bytes);
+                let mut pages = span_pages(
+                    class,
+                    cx.g.page_size(),
+                    cx.g.min_span_bytes << list.spans.min(2),
+                );
+                let mut got = page_heap
                     .lock()
                     .alloc_span(cx, pages, cx.g.page_size(), class as u8);
+                if got.is_none() && pages > shortest {
+                    pages = shortest;
+                    got = page_heap
+                        .lock()
+                        .alloc_span(cx, pages, cx.g.page_size(), class as u8);
+                }
                 let Some(new) = got else { break };
                 // SAFETY: a fresh span record owned by this class from now on.
                 unsafe {
