@@ -10,6 +10,19 @@
 //! front of a new run or taken one page at a time from an extent (and marked as metadata in
 //! the page map). Metadata never sits in front of an object.
 //!
+//! With a source whose memory reads as zero ([`PageSource::ZERO_FILLED`], mmap) each extent
+//! also has a *clean* bitmap: 1 = a free page known to be zero and not backed by memory
+//! (never touched since the source handed it out, or discarded since). Free pages that are
+//! not clean are *idle*: backed memory nobody uses. Once more than the source's
+//! [`idle_limit`](PageSource::idle_limit) is idle, the page heap gives idle runs back with
+//! [`discard`](PageSource::discard) (madvise) until half of it is left: not eagerly, since
+//! each discarded page costs a page fault when it is used again.
+//!
+//! Spans of at least the source's [`direct_threshold`](PageSource::direct_threshold) get a
+//! run of their own ([`grow_direct`](PageSource::grow_direct), mmap): a *direct* extent whose
+//! record and bitmaps sit in its own first page(s), which no other span shares, and which is
+//! given back whole ([`release`](PageSource::release), munmap) when its span is freed.
+//!
 //! Everything here runs under the page-heap lock.
 
 use core::mem::{align_of, size_of};
@@ -35,6 +48,48 @@ pub(crate) struct Extent {
     /// No page below this index is free.
     hint: usize,
     pub(crate) next: *mut Extent,
+    /// Whether a clean bitmap follows the bitmap: one bit per page, 1 = free and known zero
+    /// (not backed). Only with a [`ZERO_FILLED`](PageSource::ZERO_FILLED) source.
+    has_clean: bool,
+    /// A direct run: one huge span's own, released when the span is freed. The record sits
+    /// at the start of the run, so the run is `[record, end of the extent)`.
+    pub(crate) direct: bool,
+}
+
+/// `(word, mask)` pairs that cover the bits `[start, start + n)`.
+fn masks(start: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let end = start + n;
+    let mut i = start;
+    core::iter::from_fn(move || {
+        if i >= end {
+            return None;
+        }
+        let w = i / WORD_BITS;
+        let lo = i % WORD_BITS;
+        let hi = (end - w * WORD_BITS).min(WORD_BITS);
+        let mask = if hi - lo == WORD_BITS {
+            !0
+        } else {
+            ((1usize << (hi - lo)) - 1) << lo
+        };
+        i = w * WORD_BITS + hi;
+        Some((w, mask))
+    })
+}
+
+/// Bump-allocate `size` zeroed bytes aligned to `align` from `[*cur, end)`.
+fn bump(cur: &mut usize, end: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
+    let start = cur.checked_next_multiple_of(align)?;
+    let stop = start.checked_add(size)?;
+    if *cur == 0 || stop > end {
+        return None;
+    }
+    *cur = stop;
+    let p = start as *mut u8;
+    // SAFETY: `[start, stop)` lies in the bump region, metadata memory owned by the heap and
+    // not yet handed out.
+    unsafe { ptr::write_bytes(p, 0, size) };
+    NonNull::new(p)
 }
 
 impl Extent {
@@ -47,6 +102,69 @@ impl Extent {
         unsafe { *self.bitmap.add(i) }
     }
 
+    /// The clean bitmap (see `has_clean`), or null.
+    fn clean(&self) -> *mut usize {
+        if self.has_clean {
+            // SAFETY: the clean bitmap directly follows the bitmap's words.
+            unsafe { self.bitmap.add(self.words()) }
+        } else {
+            ptr::null_mut()
+        }
+    }
+
+    /// Free pages that are not known clean ("idle") among the bits of word `w`.
+    fn idle_word(&self, w: usize) -> usize {
+        let clean = if self.has_clean {
+            // SAFETY: the clean bitmap has as many words as the bitmap.
+            unsafe { *self.clean().add(w) }
+        } else {
+            0
+        };
+        !self.word(w) & !clean
+    }
+
+    /// The run of a direct extent: from its record to its end.
+    fn direct_run(&self, page_shift: u32) -> Option<Run> {
+        let start = self as *const Self as usize;
+        Some(Run {
+            base: NonNull::new(self as *const Self as *mut u8)?,
+            len: self.base + (self.pages << page_shift) - start,
+        })
+    }
+
+    /// Idle pages in the extent.
+    fn idle_pages(&self) -> usize {
+        (0..self.words())
+            .map(|w| self.idle_word(w).count_ones() as usize)
+            .sum()
+    }
+
+    /// Mark pages `[start, start + n)` clean (or not). No-op without a clean bitmap.
+    fn set_clean(&mut self, start: usize, n: usize, clean: bool) {
+        if !self.has_clean {
+            return;
+        }
+        for (w, mask) in masks(start, n) {
+            // SAFETY: `w < self.words()`; the clean bitmap has that many words.
+            unsafe {
+                let p = self.clean().add(w);
+                *p = if clean { *p | mask } else { *p & !mask };
+            }
+        }
+    }
+
+    /// Clean pages among `[start, start + n)`.
+    fn count_clean(&self, start: usize, n: usize) -> usize {
+        if !self.has_clean {
+            return 0;
+        }
+        let clean = self.clean();
+        masks(start, n)
+            // SAFETY: as in `set_clean`.
+            .map(|(w, mask)| unsafe { (*clean.add(w) & mask).count_ones() as usize })
+            .sum()
+    }
+
     /// Whether page `i` is in use.
     pub(crate) fn is_used(&self, i: usize) -> bool {
         self.word(i / WORD_BITS) >> (i % WORD_BITS) & 1 == 1
@@ -54,18 +172,9 @@ impl Extent {
 
     /// Set (in use) or clear pages `[start, start + n)`.
     fn set_range(&mut self, start: usize, n: usize, used: bool) {
-        let mut i = start;
         let end = start + n;
-        while i < end {
-            let w = i / WORD_BITS;
-            let lo = i % WORD_BITS;
-            let hi = (end - w * WORD_BITS).min(WORD_BITS);
-            let mask = if hi - lo == WORD_BITS {
-                !0
-            } else {
-                ((1usize << (hi - lo)) - 1) << lo
-            };
-            // SAFETY: `w < self.words()` because `i < end <= self.pages`.
+        for (w, mask) in masks(start, n) {
+            // SAFETY: `w < self.words()` because the range ends at most at `self.pages`.
             unsafe {
                 let p = self.bitmap.add(w);
                 if used {
@@ -76,7 +185,6 @@ impl Extent {
                     *p &= !mask;
                 }
             }
-            i = w * WORD_BITS + hi;
         }
         if used {
             self.free_pages -= n;
@@ -91,12 +199,17 @@ impl Extent {
 
     /// First index `>= from` whose bit equals `used`, or `self.pages` if none.
     fn next_with(&self, from: usize, used: bool) -> usize {
+        let flip = if used { 0 } else { !0 };
+        self.next_bit(from, |w| self.word(w) ^ flip)
+    }
+
+    /// First index `>= from` whose bit is set in `word(w)`, or `self.pages` if none.
+    fn next_bit(&self, from: usize, word: impl Fn(usize) -> usize) -> usize {
         if from >= self.pages {
             return self.pages;
         }
-        let flip = if used { 0 } else { !0 };
         let mut w = from / WORD_BITS;
-        let mut x = (self.word(w) ^ flip) & (!0usize << (from % WORD_BITS));
+        let mut x = word(w) & (!0usize << (from % WORD_BITS));
         loop {
             if x != 0 {
                 return (w * WORD_BITS + x.trailing_zeros() as usize).min(self.pages);
@@ -105,7 +218,7 @@ impl Extent {
             if w >= self.words() {
                 return self.pages;
             }
-            x = self.word(w) ^ flip;
+            x = word(w);
         }
     }
 
@@ -190,6 +303,15 @@ pub(crate) struct PageStats {
     /// Spans handed out / given back.
     pub(crate) spans_allocated: AtomicUsize,
     pub(crate) spans_freed: AtomicUsize,
+    /// Free pages backed by memory: not known clean (see the module docs).
+    pub(crate) idle_pages: AtomicUsize,
+    /// Bytes given back with `discard` (cumulative), and how many calls that took.
+    pub(crate) discarded_bytes: AtomicUsize,
+    pub(crate) discards: AtomicUsize,
+    /// Bytes of runs given back with `release` (cumulative).
+    pub(crate) released_bytes: AtomicUsize,
+    /// Direct runs held now.
+    pub(crate) direct_runs: AtomicUsize,
 }
 
 impl PageStats {
@@ -203,6 +325,11 @@ impl PageStats {
             span_pages: AtomicUsize::new(0),
             spans_allocated: AtomicUsize::new(0),
             spans_freed: AtomicUsize::new(0),
+            idle_pages: AtomicUsize::new(0),
+            discarded_bytes: AtomicUsize::new(0),
+            discards: AtomicUsize::new(0),
+            released_bytes: AtomicUsize::new(0),
+            direct_runs: AtomicUsize::new(0),
         }
     }
 }
@@ -217,6 +344,9 @@ pub(crate) struct PageHeap<S> {
     arena_end: usize,
     /// Span records not in use.
     spare: *mut Span,
+    /// Whether the pages of the last span [`alloc_span`](Self::alloc_span) handed out were all
+    /// known zero (clean).
+    pub(crate) last_zeroed: bool,
 }
 
 // SAFETY: the raw pointers point into memory the heap owns (metadata and extents), reachable
@@ -232,6 +362,7 @@ impl<S: PageSource> PageHeap<S> {
             arena: 0,
             arena_end: 0,
             spare: ptr::null_mut(),
+            last_zeroed: false,
         }
     }
 
@@ -239,8 +370,9 @@ impl<S: PageSource> PageHeap<S> {
     pub(crate) fn extents(&self) -> impl Iterator<Item = &Extent> {
         let mut e = self.extents;
         core::iter::from_fn(move || {
-            // SAFETY: extent records are never freed, and the list is only changed under the
-            // lock this `&self` proves.
+            // SAFETY: extent records stay valid while linked (a direct extent's is released
+            // only after it is unlinked), and the list is only changed under the lock this
+            // `&self` proves.
             let ext = unsafe { e.as_ref()? };
             e = ext.next;
             Some(ext)
@@ -249,26 +381,19 @@ impl<S: PageSource> PageHeap<S> {
 
     /// Bump-allocate `size` zeroed bytes of metadata from the arena.
     fn arena_alloc(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let start = self.arena.checked_next_multiple_of(align)?;
-        let end = start.checked_add(size)?;
-        if self.arena == 0 || end > self.arena_end {
-            return None;
-        }
-        self.arena = end;
-        let p = start as *mut u8;
-        // SAFETY: `[start, end)` lies in the arena, metadata memory owned by the heap and not
-        // yet handed out.
-        unsafe { ptr::write_bytes(p, 0, size) };
-        NonNull::new(p)
+        bump(&mut self.arena, self.arena_end, size, align)
     }
 
-    /// Metadata needed to add a run of `pages` pages: extent record, bitmap, page-map arrays.
+    /// Metadata of an extent of `pages` pages: its record and bitmaps.
+    fn extent_meta(pages: usize) -> usize {
+        let bitmap = pages.div_ceil(WORD_BITS) * size_of::<usize>() + align_of::<usize>();
+        let bitmaps = if S::ZERO_FILLED { 2 * bitmap } else { bitmap };
+        size_of::<Extent>() + align_of::<Extent>() + bitmaps
+    }
+
+    /// Metadata needed to add a run of `pages` pages: extent record, bitmaps, page-map arrays.
     fn meta_need(pages: usize, page_shift: u32) -> usize {
-        size_of::<Extent>()
-            + align_of::<Extent>()
-            + pages.div_ceil(WORD_BITS) * size_of::<usize>()
-            + align_of::<usize>()
-            + S::Map::meta_bound(pages, page_shift)
+        Self::extent_meta(pages) + S::Map::meta_bound(pages, page_shift)
     }
 
     /// Ask the source for memory enough for a span of `pages` pages aligned to `align`, and
@@ -309,7 +434,8 @@ impl<S: PageSource> PageHeap<S> {
         let mut base = run.base.as_ptr() as usize;
         let mut pages = run.len >> cx.g.page_shift;
         debug_assert_eq!(base % page, 0);
-        let need = Self::meta_need(pages, cx.g.page_shift);
+        let need =
+            Self::extent_meta(pages).saturating_add(cx.map.meta_need(base, pages, cx.g.page_shift));
         let carve = if self.arena_end - self.arena < need {
             need.div_ceil(page)
         } else {
@@ -330,13 +456,33 @@ impl<S: PageSource> PageHeap<S> {
                 .meta_bytes
                 .fetch_add(carve * page, Ordering::Relaxed);
         }
-        let Some(ext) = self.arena_alloc(size_of::<Extent>(), align_of::<Extent>()) else {
-            return false;
-        };
+        self.install(cx, base, pages, None).is_some()
+    }
+
+    /// Make `[base, base + pages)` (inside `run`) an extent: its record and bitmaps come from
+    /// `local` (a direct run's own front) or the arena, its page-map entries from the arena.
+    /// Links it last and counts its pages.
+    fn install(
+        &mut self,
+        cx: &Ctx<'_, S::Map>,
+        base: usize,
+        pages: usize,
+        local: Option<(usize, usize)>,
+    ) -> Option<*mut Extent> {
         let words = pages.div_ceil(WORD_BITS);
-        let Some(bitmap) = self.arena_alloc(words * size_of::<usize>(), align_of::<usize>()) else {
-            return false;
-        };
+        let (mut cur, end) = local.unwrap_or((self.arena, self.arena_end));
+        let ext = bump(&mut cur, end, size_of::<Extent>(), align_of::<Extent>())?;
+        debug_assert!(local.is_none_or(|(start, _)| ext.as_ptr() as usize == start));
+        let bitmaps = if S::ZERO_FILLED { 2 * words } else { words };
+        let bitmap = bump(
+            &mut cur,
+            end,
+            bitmaps * size_of::<usize>(),
+            align_of::<usize>(),
+        )?;
+        if local.is_none() {
+            self.arena = cur;
+        }
         // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
         let registered = unsafe {
             cx.map
@@ -345,7 +491,7 @@ impl<S: PageSource> PageHeap<S> {
                 })
         };
         if !registered {
-            return false;
+            return None;
         }
         let bitmap = bitmap.as_ptr().cast::<usize>();
         if pages % WORD_BITS != 0 {
@@ -362,7 +508,11 @@ impl<S: PageSource> PageHeap<S> {
                 free_pages: pages,
                 hint: 0,
                 next: ptr::null_mut(),
+                has_clean: S::ZERO_FILLED,
+                direct: local.is_some(),
             });
+            // Fresh memory from a zero-filling source is clean.
+            (*ext).set_clean(0, pages, true);
             match self.last.as_mut() {
                 Some(last) => last.next = ext,
                 None => self.extents = ext,
@@ -371,23 +521,243 @@ impl<S: PageSource> PageHeap<S> {
         self.last = ext;
         cx.stats.pages.fetch_add(pages, Ordering::Relaxed);
         cx.stats.free_pages.fetch_add(pages, Ordering::Relaxed);
-        true
+        if !S::ZERO_FILLED {
+            cx.stats.idle_pages.fetch_add(pages, Ordering::Relaxed);
+        }
+        Some(ext)
     }
 
-    /// Find `n` free pages aligned to `align` in some extent; mark them used.
+    /// Mark `n` free pages of `ext` from page `i` used, with the counters. Returns whether
+    /// they were all clean (known zero).
+    fn use_pages(cx: &Ctx<'_, S::Map>, ext: &mut Extent, i: usize, n: usize) -> bool {
+        let clean = ext.count_clean(i, n);
+        ext.set_clean(i, n, false);
+        ext.set_range(i, n, true);
+        cx.stats.free_pages.fetch_sub(n, Ordering::Relaxed);
+        cx.stats.idle_pages.fetch_sub(n - clean, Ordering::Relaxed);
+        ext.has_clean && clean == n
+    }
+
+    /// Mark `n` used pages of `ext` from page `i` free (and idle), with the counters.
+    fn free_pages(cx: &Ctx<'_, S::Map>, ext: &mut Extent, i: usize, n: usize) {
+        ext.set_range(i, n, false);
+        cx.stats.free_pages.fetch_add(n, Ordering::Relaxed);
+        cx.stats.idle_pages.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Find `n` free pages aligned to `align` in some shared (not direct) extent; mark them
+    /// used.
     fn take_pages(&mut self, cx: &Ctx<'_, S::Map>, n: usize, align: usize) -> Option<usize> {
         let page_shift = cx.g.page_shift;
         let mut e = self.extents;
-        // SAFETY: extent records are valid for the heap's life; we hold the lock.
+        // SAFETY: extent records are valid while linked; we hold the lock.
         while let Some(ext) = unsafe { e.as_mut() } {
-            if let Some(i) = ext.find(n, align, page_shift) {
-                ext.set_range(i, n, true);
-                cx.stats.free_pages.fetch_sub(n, Ordering::Relaxed);
-                return Some(ext.base + (i << page_shift));
+            if !ext.direct {
+                if let Some(i) = ext.find(n, align, page_shift) {
+                    self.last_zeroed = Self::use_pages(cx, ext, i, n);
+                    return Some(ext.base + (i << page_shift));
+                }
             }
             e = ext.next;
         }
         None
+    }
+
+    /// A direct run for a span of `pages` pages aligned to `align`: the run's first page(s)
+    /// hold the extent's record and bitmaps, the span takes the rest. Returns the span's start.
+    fn alloc_direct(&mut self, cx: &Ctx<'_, S::Map>, pages: usize, align: usize) -> Option<usize> {
+        let (page, shift) = (cx.g.page_size(), cx.g.page_shift);
+        let span_pages = pages.checked_add((align >> shift).saturating_sub(1))?;
+        let local = Self::extent_meta(span_pages).div_ceil(page);
+        let bytes = span_pages.checked_add(local)?.checked_mul(page)?;
+        let run = self.source.grow_direct(bytes, page)?;
+        let run_start = run.base.as_ptr() as usize;
+        debug_assert!(run.len >= bytes && run_start % page == 0);
+        let base = run_start + local * page;
+        let ext_pages = (run.len >> shift) - local;
+        let need = cx.map.meta_need(base, ext_pages, shift);
+        let room = need <= self.arena_end - self.arena || {
+            need != usize::MAX && self.refill_arena(cx, need)
+        };
+        let ext = if room {
+            self.install(cx, base, ext_pages, Some((run_start, base)))
+        } else {
+            None
+        };
+        let Some(ext) = ext else {
+            // SAFETY: the run came from `grow_direct` and holds nothing of the heap's.
+            unsafe { self.source.release(run) };
+            return None;
+        };
+        cx.stats.grows.fetch_add(1, Ordering::Relaxed);
+        cx.stats.source_bytes.fetch_add(run.len, Ordering::Relaxed);
+        cx.stats
+            .meta_bytes
+            .fetch_add(local * page, Ordering::Relaxed);
+        cx.stats.direct_runs.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the extent was just installed; we hold the lock.
+        let e = unsafe { &mut *ext };
+        match e.find(pages, align, shift) {
+            Some(i) => {
+                self.last_zeroed = Self::use_pages(cx, e, i, pages);
+                Some(e.base + (i << shift))
+            }
+            None => {
+                self.release_direct(cx, ext);
+                None
+            }
+        }
+    }
+
+    /// Point the arena at `bytes` (or more) of fresh metadata pages taken from an extent,
+    /// growing the heap if none has room.
+    fn refill_arena(&mut self, cx: &Ctx<'_, S::Map>, bytes: usize) -> bool {
+        let page = cx.g.page_size();
+        let k = bytes.div_ceil(page).max(1);
+        let start = match self.take_pages(cx, k, 1) {
+            Some(p) => p,
+            None => {
+                if !self.grow(cx, k, 1) {
+                    return false;
+                }
+                match self.take_pages(cx, k, 1) {
+                    Some(p) => p,
+                    None => return false,
+                }
+            }
+        };
+        Self::set_map(cx, start, k, CLASS_META, ptr::null_mut());
+        cx.stats.meta_bytes.fetch_add(k * page, Ordering::Relaxed);
+        self.arena = start;
+        self.arena_end = start + k * page;
+        true
+    }
+
+    /// Unlink a wholly free direct extent and give its run back to the source (it stays if
+    /// the source will not take it).
+    fn release_direct(&mut self, cx: &Ctx<'_, S::Map>, ext: *mut Extent) {
+        let mut prev: *mut Extent = ptr::null_mut();
+        let mut e = self.extents;
+        while !e.is_null() && e != ext {
+            prev = e;
+            // SAFETY: linked extent records are valid; we hold the lock.
+            e = unsafe { (*e).next };
+        }
+        if e.is_null() {
+            return;
+        }
+        // SAFETY: `ext` is linked, so valid; it is read before its run is released.
+        let (pages, idle, run, next) = unsafe {
+            let x = &*ext;
+            debug_assert!(x.direct && x.free_pages == x.pages);
+            (
+                x.pages,
+                x.idle_pages(),
+                x.direct_run(cx.g.page_shift),
+                x.next,
+            )
+        };
+        let Some(run) = run else { return };
+        // SAFETY: `prev` is null or a linked record.
+        match unsafe { prev.as_mut() } {
+            Some(p) => p.next = next,
+            None => self.extents = next,
+        }
+        if self.last == ext {
+            self.last = prev;
+        }
+        // SAFETY: the extent is unlinked and wholly free: nothing of the heap's lives in its
+        // run but its own record, which is no longer reachable.
+        if !unsafe { self.source.release(run) } {
+            // Keep it: link it back last.
+            // SAFETY: the record is still valid, the run was not released.
+            unsafe {
+                (*ext).next = ptr::null_mut();
+                match self.last.as_mut() {
+                    Some(last) => last.next = ext,
+                    None => self.extents = ext,
+                }
+            }
+            self.last = ext;
+            return;
+        }
+        let st = cx.stats;
+        st.pages.fetch_sub(pages, Ordering::Relaxed);
+        st.free_pages.fetch_sub(pages, Ordering::Relaxed);
+        st.idle_pages.fetch_sub(idle, Ordering::Relaxed);
+        st.source_bytes.fetch_sub(run.len, Ordering::Relaxed);
+        st.meta_bytes
+            .fetch_sub(run.len - (pages << cx.g.page_shift), Ordering::Relaxed);
+        st.released_bytes.fetch_add(run.len, Ordering::Relaxed);
+        st.direct_runs.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Discard idle pages (see the module docs) once more than the source's idle limit is
+    /// idle, down to half of it.
+    fn maybe_discard(&mut self, cx: &Ctx<'_, S::Map>) {
+        let limit = self.source.idle_limit();
+        if limit != usize::MAX
+            && cx.stats.idle_pages.load(Ordering::Relaxed) << cx.g.page_shift > limit
+        {
+            self.discard_idle(cx, limit / 2);
+        }
+    }
+
+    /// Give idle runs of pages back to the source with `discard` until at most `keep` bytes
+    /// are idle. Returns the bytes discarded. Does nothing unless the source is
+    /// [`ZERO_FILLED`](PageSource::ZERO_FILLED).
+    pub(crate) fn discard_idle(&mut self, cx: &Ctx<'_, S::Map>, keep: usize) -> usize {
+        if !S::ZERO_FILLED {
+            return 0;
+        }
+        let shift = cx.g.page_shift;
+        let mut done = 0;
+        let mut e = self.extents;
+        // SAFETY: extent records are valid while linked; we hold the lock.
+        while let Some(ext) = unsafe { e.as_mut() } {
+            let mut i = 0;
+            loop {
+                if cx.stats.idle_pages.load(Ordering::Relaxed) << shift <= keep {
+                    return done;
+                }
+                let start = ext.next_bit(i, |w| ext.idle_word(w));
+                if start >= ext.pages {
+                    break;
+                }
+                let end = ext.next_bit(start, |w| !ext.idle_word(w));
+                if !self.discard_run(cx, ext, start, end - start) {
+                    return done;
+                }
+                done += (end - start) << shift;
+                i = end;
+            }
+            e = ext.next;
+        }
+        done
+    }
+
+    /// Discard `n` idle pages of `ext` from page `i`; they become clean.
+    fn discard_run(&mut self, cx: &Ctx<'_, S::Map>, ext: &mut Extent, i: usize, n: usize) -> bool {
+        let shift = cx.g.page_shift;
+        let Some(base) = NonNull::new((ext.base + (i << shift)) as *mut u8) else {
+            return false;
+        };
+        let range = Run {
+            base,
+            len: n << shift,
+        };
+        // SAFETY: the pages are free pages of an extent of this source's run: no data lives
+        // there.
+        if !ext.has_clean || !unsafe { self.source.discard(range) } {
+            return false;
+        }
+        ext.set_clean(i, n, true);
+        cx.stats.idle_pages.fetch_sub(n, Ordering::Relaxed);
+        cx.stats
+            .discarded_bytes
+            .fetch_add(n << shift, Ordering::Relaxed);
+        cx.stats.discards.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Take the highest free page of the last extent that has one. Metadata pages come from
@@ -397,7 +767,7 @@ impl<S: PageSource> PageHeap<S> {
         let mut e = self.extents;
         // SAFETY: extent records are valid for the heap's life; we hold the lock.
         while let Some(ext) = unsafe { e.as_mut() } {
-            if ext.free_pages > 0 {
+            if ext.free_pages > 0 && !ext.direct {
                 found = Some(e);
             }
             e = ext.next;
@@ -405,22 +775,27 @@ impl<S: PageSource> PageHeap<S> {
         // SAFETY: as above.
         let ext = unsafe { &mut *found? };
         let i = ext.last_free()?;
-        ext.set_range(i, 1, true);
-        cx.stats.free_pages.fetch_sub(1, Ordering::Relaxed);
+        Self::use_pages(cx, ext, i, 1);
         Some(ext.base + (i << cx.g.page_shift))
     }
 
     /// The extent holding `addr`.
     fn extent_of(&mut self, addr: usize, page_shift: u32) -> Option<&mut Extent> {
+        // SAFETY: a linked record, valid while `&mut self` keeps the list unchanged.
+        unsafe { self.extent_ptr(addr, page_shift).as_mut() }
+    }
+
+    /// The extent holding `addr`, or null.
+    fn extent_ptr(&self, addr: usize, page_shift: u32) -> *mut Extent {
         let mut e = self.extents;
         // SAFETY: as in `take_pages`.
-        while let Some(ext) = unsafe { e.as_mut() } {
+        while let Some(ext) = unsafe { e.as_ref() } {
             if ext.contains(addr, page_shift) {
-                return Some(ext);
+                return e;
             }
             e = ext.next;
         }
-        None
+        ptr::null_mut()
     }
 
     /// A span record: a spare one, or a new one from the arena, refilling the arena with a
@@ -469,10 +844,20 @@ impl<S: PageSource> PageHeap<S> {
     ) -> Option<*mut Span> {
         // The record first: taking a metadata page must not steal the run found below.
         let rec = self.new_record(cx)?;
-        let start = match self.take_pages(cx, pages, align) {
+        self.last_zeroed = false;
+        let direct = pages
+            .checked_mul(cx.g.page_size())
+            .is_some_and(|b| b >= self.source.direct_threshold());
+        let start = match direct
+            .then(|| self.alloc_direct(cx, pages, align))
+            .flatten()
+        {
             Some(s) => Some(s),
-            None if self.grow(cx, pages, align) => self.take_pages(cx, pages, align),
-            None => None,
+            None => match self.take_pages(cx, pages, align) {
+                Some(s) => Some(s),
+                None if self.grow(cx, pages, align) => self.take_pages(cx, pages, align),
+                None => None,
+            },
         };
         let Some(start) = start else {
             // SAFETY: `rec` is a record we own; back to the spare list.
@@ -513,16 +898,25 @@ impl<S: PageSource> PageHeap<S> {
         // SAFETY: the caller guarantees a live record.
         let (start, pages) = unsafe { ((*span).start, (*span).pages) };
         Self::set_map(cx, start, pages, CLASS_FREED, ptr::null_mut());
-        if let Some(ext) = self.extent_of(start, cx.g.page_shift) {
-            let i = (start - ext.base) >> cx.g.page_shift;
-            ext.set_range(i, pages, false);
-        }
-        cx.stats.free_pages.fetch_add(pages, Ordering::Relaxed);
+        let ext = self.extent_ptr(start, cx.g.page_shift);
+        // SAFETY: null or a linked extent record; we hold the lock.
+        let direct = match unsafe { ext.as_mut() } {
+            Some(e) => {
+                Self::free_pages(cx, e, (start - e.base) >> cx.g.page_shift, pages);
+                e.direct && e.free_pages == e.pages
+            }
+            None => false,
+        };
         cx.stats.spans_freed.fetch_add(1, Ordering::Relaxed);
         cx.stats.span_pages.fetch_sub(pages, Ordering::Relaxed);
         // SAFETY: the record is no longer referenced by the page map.
         unsafe { (*span).next = self.spare };
         self.spare = span;
+        if direct {
+            self.release_direct(cx, ext);
+        } else {
+            self.maybe_discard(cx);
+        }
     }
 
     /// Shrink a large span to `new_pages` pages in place, freeing its tail.
@@ -543,13 +937,20 @@ impl<S: PageSource> PageHeap<S> {
             return;
         }
         Self::set_map(cx, tail, n, CLASS_FREED, ptr::null_mut());
-        if let Some(ext) = self.extent_of(tail, cx.g.page_shift) {
-            let i = (tail - ext.base) >> cx.g.page_shift;
-            ext.set_range(i, n, false);
-        }
         s.pages = new_pages;
-        cx.stats.free_pages.fetch_add(n, Ordering::Relaxed);
         cx.stats.span_pages.fetch_sub(n, Ordering::Relaxed);
+        let ext = self.extent_ptr(tail, cx.g.page_shift);
+        // SAFETY: null or a linked extent record; we hold the lock.
+        if let Some(e) = unsafe { ext.as_mut() } {
+            let i = (tail - e.base) >> cx.g.page_shift;
+            Self::free_pages(cx, e, i, n);
+            if e.direct {
+                // No other span can use a direct run's pages: let them go now.
+                self.discard_run(cx, e, i, n);
+                return;
+            }
+        }
+        self.maybe_discard(cx);
     }
 
     /// Grow a large span to `new_pages` pages in place if the pages after it are free.
@@ -573,10 +974,9 @@ impl<S: PageSource> PageHeap<S> {
         if i + n > ext.pages || ext.next_with(i, true) < i + n {
             return false;
         }
-        ext.set_range(i, n, true);
+        Self::use_pages(cx, ext, i, n);
         s.pages = new_pages;
         Self::set_map(cx, end, n, CLASS_LARGE, span);
-        cx.stats.free_pages.fetch_sub(n, Ordering::Relaxed);
         cx.stats.span_pages.fetch_add(n, Ordering::Relaxed);
         true
     }

@@ -43,6 +43,47 @@ pub unsafe trait PageSource: Send {
         let _ = run;
         false
     }
+
+    /// Whether memory from [`grow`](Self::grow) and [`grow_direct`](Self::grow_direct) reads
+    /// as zero, and a range given to [`discard`](Self::discard) reads as zero again. The heap
+    /// then tracks which free pages are known zero (and so not backed by memory): it counts
+    /// them apart from idle pages, and `alloc_zeroed` need not clear them.
+    const ZERO_FILLED: bool = false;
+
+    /// Spans of at least this many bytes get a run of their own from
+    /// [`grow_direct`](Self::grow_direct), given back with [`release`](Self::release) when the
+    /// span is freed. `usize::MAX` (the default) turns direct runs off.
+    fn direct_threshold(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Hand out a run of at least `min_bytes` bytes aligned to `align` for one huge span. The
+    /// heap keeps it apart from other spans and gives it back with [`release`](Self::release)
+    /// as soon as the span is freed. `None` (the default) makes the heap fall back to
+    /// [`grow`](Self::grow).
+    fn grow_direct(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        let _ = (min_bytes, align);
+        None
+    }
+
+    /// Bytes of free pages the heap may keep backed by memory ("idle") before it gives the
+    /// excess back with [`discard`](Self::discard), down to half this amount. `usize::MAX`
+    /// (the default) never discards.
+    fn idle_limit(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Let the memory of `range`, whole pages inside a run this source handed out, go: its
+    /// contents are lost (with [`ZERO_FILLED`](Self::ZERO_FILLED), it reads as zero again) but
+    /// it stays valid to use. Returns `false` if nothing was done.
+    ///
+    /// # Safety
+    /// `range` must lie inside a run this source handed out and not taken back, and hold no
+    /// data the heap still needs.
+    unsafe fn discard(&mut self, range: Run) -> bool {
+        let _ = range;
+        false
+    }
 }
 
 /// A source over up to `N` caller-supplied regions of memory, for example `static` arrays.
