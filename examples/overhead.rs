@@ -55,14 +55,7 @@ fn main() {
     println!("\n| region | page size, slots | static (Heap value) | metadata after first alloc | metadata, full of 64 B objects | region filled with 64 B objects |");
     println!("|---|---|---|---|---|---|");
     measure::<1>("32 KiB", 32 << 10, Config::small());
-    measure::<1>(
-        "1 MiB",
-        1 << 20,
-        Config::small()
-            .with_page_size(1024)
-            .with_cpu_cache_bytes(8 << 10)
-            .with_batch_bytes(1024),
-    );
+    measure::<1>("1 MiB", 1 << 20, Config::small());
     measure::<4>("1 MiB", 1 << 20, Config::new());
     measure::<8>("1 GiB", 1 << 30, Config::new());
 }
