@@ -94,14 +94,14 @@ impl<R: RawMutex> CentralClass<R> {
             let mut span = list.head;
             if span.is_null() {
                 // A class's first span is small, so a class used a little holds little;
-                // a class that needs more spans gets longer ones (up to 4x), so its span
+                // a class that needs more spans gets longer ones (up to 8x), so its span
                 // records stay a small share of its memory. When memory is short, a
                 // shortest span is tried before giving up.
                 let shortest = span_pages(class, cx.g.page_size(), cx.g.min_span_bytes);
                 let mut pages = span_pages(
                     class,
                     cx.g.page_size(),
-                    cx.g.min_span_bytes << list.spans.min(2),
+                    cx.g.min_span_bytes << list.spans.min(3),
                 );
                 let mut got = page_heap
                     .lock()
