@@ -43,6 +43,8 @@
 mod central_cache;
 mod cpu_cache;
 mod heap;
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+pub mod mmap;
 mod page_heap;
 pub mod page_map;
 pub mod page_source;
@@ -50,15 +52,25 @@ mod platform;
 pub mod size_class;
 mod span;
 mod stats;
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+mod std_heap;
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+pub mod std_platform;
 mod sync;
 
 pub use heap::{Config, Heap, InvariantError};
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+pub use mmap::MmapSource;
 #[cfg(target_pointer_width = "64")]
 pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
 pub use page_source::{PageSource, Run, StaticRegion};
 pub use platform::{default_fatal, Fault, FaultKind, Platform, SingleCpu};
 pub use stats::Stats;
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+pub use std_heap::{StdHeap, StdHeapInner, STD_CPU_SLOTS};
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+pub use std_platform::{SchedCpu, StdPlatform, ThreadSlot, YieldMutex};
 #[cfg(feature = "critical-section")]
 pub use sync::CriticalSectionRawMutex;
 pub use sync::DefaultRawMutex;

@@ -1,0 +1,317 @@
+//! [`MmapSource`]: pages from the operating system through `mmap` (Linux, `std` feature).
+//!
+//! - Address space is reserved in large chunks (`PROT_NONE`, 1 GiB by default) and handed to
+//!   the heap in runs of at least 32 MiB, made readable and writable with `mprotect` as they go.
+//!   Untouched pages cost no memory, so large runs keep the page heap's extent list short.
+//! - Spans of at least 8 MiB get a mapping of their own (`grow_direct`), unmapped as soon as the
+//!   span is freed.
+//! - Free pages stay mapped until more than 64 MiB of them are idle; then the page heap gives
+//!   the excess back with `madvise(MADV_DONTNEED)`, down to half that, and the pages read as
+//!   zero when next touched. Not eagerly: a discarded page costs a page fault when reused.
+//!
+//! The source never allocates: its state is a few words, and it is only called under the
+//! page-heap lock.
+
+use core::ptr::NonNull;
+
+use crate::page_map::RadixMap;
+use crate::page_source::{PageSource, Run};
+
+/// A [`PageSource`] over anonymous private mappings. See the [module docs](self).
+#[derive(Debug)]
+pub struct MmapSource {
+    reserve_bytes: usize,
+    run_bytes: usize,
+    direct_bytes: usize,
+    idle_bytes: usize,
+    /// `[next, end)`: reserved address space not yet handed out.
+    next: usize,
+    end: usize,
+    /// The operating system's page size (0 until first needed).
+    os_page: usize,
+    reserved: usize,
+    direct_now: usize,
+    direct_maps: usize,
+}
+
+impl MmapSource {
+    /// Reserve 1 GiB at a time, hand out runs of at least 32 MiB, map spans of 8 MiB or more
+    /// directly, keep up to 64 MiB of idle pages.
+    pub const fn new() -> Self {
+        Self {
+            reserve_bytes: 1 << 30,
+            run_bytes: 32 << 20,
+            direct_bytes: 8 << 20,
+            idle_bytes: 64 << 20,
+            next: 0,
+            end: 0,
+            os_page: 0,
+            reserved: 0,
+            direct_now: 0,
+            direct_maps: 0,
+        }
+    }
+
+    /// Address space to reserve at a time.
+    pub const fn with_reserve_bytes(mut self, bytes: usize) -> Self {
+        self.reserve_bytes = bytes;
+        self
+    }
+
+    /// The least a run handed to the heap holds.
+    pub const fn with_run_bytes(mut self, bytes: usize) -> Self {
+        self.run_bytes = bytes;
+        self
+    }
+
+    /// Spans of at least this many bytes get a mapping of their own (`usize::MAX`: never).
+    pub const fn with_direct_threshold(mut self, bytes: usize) -> Self {
+        self.direct_bytes = bytes;
+        self
+    }
+
+    /// Bytes of idle free pages kept before the heap discards the excess (`usize::MAX`:
+    /// never discard).
+    pub const fn with_idle_limit(mut self, bytes: usize) -> Self {
+        self.idle_bytes = bytes;
+        self
+    }
+
+    /// Address space reserved so far (not counting direct mappings).
+    pub fn reserved_bytes(&self) -> usize {
+        self.reserved
+    }
+
+    /// Bytes in direct mappings now.
+    pub fn direct_bytes(&self) -> usize {
+        self.direct_now
+    }
+
+    /// Direct mappings made so far.
+    pub fn direct_maps(&self) -> usize {
+        self.direct_maps
+    }
+
+    fn os_page(&mut self) -> usize {
+        if self.os_page == 0 {
+            // SAFETY: `sysconf` has no preconditions.
+            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            self.os_page = if p > 0 { p as usize } else { 4096 };
+        }
+        self.os_page
+    }
+
+    /// Map `len` bytes (a multiple of the OS page) with protection `prot`, or `None`.
+    fn map(len: usize, prot: libc::c_int) -> Option<usize> {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches
+        // no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    }
+
+    /// Unmap `[addr, addr + len)`, which this source mapped and nothing uses.
+    fn unmap(addr: usize, len: usize) -> bool {
+        // SAFETY: the caller passes a range of this source's own mappings that holds nothing
+        // anyone uses.
+        len == 0 || unsafe { libc::munmap(addr as *mut libc::c_void, len) } == 0
+    }
+
+    /// Map `len` bytes aligned to `align` (a power of two, at least the OS page), trimming
+    /// the over-mapped head and tail.
+    fn map_aligned(&mut self, len: usize, align: usize, prot: libc::c_int) -> Option<usize> {
+        let os = self.os_page();
+        let len = len.checked_next_multiple_of(os)?;
+        let extra = align.saturating_sub(os);
+        let total = len.checked_add(extra)?;
+        let p = Self::map(total, prot)?;
+        let start = p.next_multiple_of(align);
+        Self::unmap(p, start - p);
+        Self::unmap(start + len, p + total - (start + len));
+        Some(start)
+    }
+}
+
+impl Default for MmapSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: runs are fresh anonymous mappings (or fresh parts of a reservation made readable
+// and writable), each handed out once; they stay mapped until `release` unmaps exactly them.
+unsafe impl PageSource for MmapSource {
+    type Map = RadixMap;
+
+    const ZERO_FILLED: bool = true;
+
+    fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        let align = align.max(self.os_page());
+        let want = min_bytes
+            .max(self.run_bytes)
+            .checked_next_multiple_of(align)?;
+        let mut start = self.next.checked_next_multiple_of(align)?;
+        if self.next == 0 || start.checked_add(want).is_none_or(|e| e > self.end) {
+            // Start a new reservation; the rest of the old one goes back.
+            let size = want.max(self.reserve_bytes).checked_next_multiple_of(align)?;
+            let base = self.map_aligned(size, align, libc::PROT_NONE)?;
+            if self.next != 0 {
+                Self::unmap(self.next, self.end - self.next);
+                self.reserved -= self.end - self.next;
+            }
+            self.reserved += size;
+            self.next = base;
+            self.end = base + size;
+            start = base;
+        }
+        // SAFETY: `[start, start + want)` lies in our reservation and was never handed out.
+        let ok = unsafe {
+            libc::mprotect(
+                start as *mut libc::c_void,
+                want,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        } == 0;
+        if !ok {
+            return None;
+        }
+        self.next = start + want;
+        Some(Run {
+            base: NonNull::new(start as *mut u8)?,
+            len: want,
+        })
+    }
+
+    unsafe fn release(&mut self, run: Run) -> bool {
+        let ok = Self::unmap(run.base.as_ptr() as usize, run.len);
+        if ok {
+            self.direct_now = self.direct_now.saturating_sub(run.len);
+        }
+        ok
+    }
+
+    fn direct_threshold(&self) -> usize {
+        self.direct_bytes
+    }
+
+    fn grow_direct(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        let align = align.max(self.os_page());
+        let len = min_bytes.checked_next_multiple_of(self.os_page())?;
+        let start = self.map_aligned(len, align, libc::PROT_READ | libc::PROT_WRITE)?;
+        self.direct_now += len;
+        self.direct_maps += 1;
+        Some(Run {
+            base: NonNull::new(start as *mut u8)?,
+            len,
+        })
+    }
+
+    fn idle_limit(&self) -> usize {
+        self.idle_bytes
+    }
+
+    unsafe fn discard(&mut self, range: Run) -> bool {
+        let os = self.os_page();
+        let addr = range.base.as_ptr() as usize;
+        if addr % os != 0 || range.len % os != 0 {
+            return false;
+        }
+        // SAFETY: the caller guarantees the range is ours and holds nothing needed; private
+        // anonymous pages read as zero after MADV_DONTNEED.
+        unsafe { libc::madvise(addr as *mut libc::c_void, range.len, libc::MADV_DONTNEED) == 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(addr: usize) -> u8 {
+        // SAFETY: tests read bytes of runs the source handed out.
+        unsafe { core::ptr::read_volatile(addr as *const u8) }
+    }
+
+    fn write(addr: usize, v: u8) {
+        // SAFETY: tests write bytes of runs the source handed out.
+        unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
+    }
+
+    #[test]
+    fn runs_come_from_one_reservation_and_are_zero() {
+        let mut s = MmapSource::new()
+            .with_reserve_bytes(64 << 20)
+            .with_run_bytes(1 << 20);
+        let a = s.grow(4096, 4096).expect("first run");
+        let b = s.grow(3 << 20, 4096).expect("second run");
+        assert_eq!(a.len, 1 << 20, "at least run_bytes");
+        assert_eq!(b.len, 3 << 20);
+        let (a0, b0) = (a.base.as_ptr() as usize, b.base.as_ptr() as usize);
+        assert_eq!(b0, a0 + a.len, "carved one after the other from the reservation");
+        assert_eq!(s.reserved_bytes(), 64 << 20);
+        for x in [a0, a0 + a.len - 1, b0 + 12345] {
+            assert_eq!(read(x), 0);
+            write(x, 7);
+            assert_eq!(read(x), 7);
+        }
+        // A run larger than what is left starts a new reservation.
+        let c = s.grow(62 << 20, 4096).expect("new reservation");
+        assert_eq!(c.len, 62 << 20);
+        assert_eq!(s.reserved_bytes(), (4 << 20) + (64 << 20), "4 MiB used of the first");
+        // SAFETY: runs this source handed out; nothing uses them any more.
+        unsafe { assert!(s.release(a) && s.release(b) && s.release(c)) };
+    }
+
+    #[test]
+    fn discard_makes_pages_read_zero_and_keeps_them_usable() {
+        let mut s = MmapSource::new().with_run_bytes(1 << 20);
+        let r = s.grow(1 << 20, 4096).unwrap();
+        let base = r.base.as_ptr() as usize;
+        for i in 0..16 {
+            write(base + i * 4096, 0xAB);
+        }
+        let range = Run {
+            base: r.base,
+            len: 8 * 4096,
+        };
+        // SAFETY: a range of our run whose contents we no longer need.
+        assert!(unsafe { s.discard(range) });
+        assert_eq!(read(base), 0, "discarded");
+        assert_eq!(read(base + 7 * 4096), 0, "discarded");
+        assert_eq!(read(base + 8 * 4096), 0xAB, "kept");
+        write(base, 1);
+        assert_eq!(read(base), 1, "still mapped");
+        let odd = Run {
+            base: NonNull::new((base + 100) as *mut u8).unwrap(),
+            len: 4096,
+        };
+        // SAFETY: as above.
+        assert!(!unsafe { s.discard(odd) }, "not page-aligned: refused");
+    }
+
+    #[test]
+    fn direct_runs_are_aligned_and_unmapped_on_release() {
+        let mut s = MmapSource::new();
+        let r = s.grow_direct(10 << 20, 2 << 20).expect("direct map");
+        let base = r.base.as_ptr() as usize;
+        assert_eq!(base % (2 << 20), 0);
+        assert!(r.len >= 10 << 20);
+        write(base + r.len - 1, 3);
+        assert_eq!(s.direct_bytes(), r.len);
+        assert_eq!(s.direct_maps(), 1);
+        // SAFETY: a run this source handed out, no longer used.
+        assert!(unsafe { s.release(r) });
+        assert_eq!(s.direct_bytes(), 0);
+        assert!(s.grow_direct(usize::MAX / 2, 4096).is_none(), "too large: None");
+        assert!(s.grow(usize::MAX - 4095, 4096).is_none(), "too large: None");
+        assert_eq!(s.direct_threshold(), 8 << 20);
+        assert_eq!(s.idle_limit(), 64 << 20);
+    }
+}

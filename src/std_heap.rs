@@ -1,0 +1,99 @@
+//! [`StdHeap`]: cpuheap as the global allocator of a desktop program.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ops::Deref;
+
+use crate::heap::{Config, Heap};
+use crate::mmap::MmapSource;
+use crate::std_platform::{StdPlatform, YieldMutex};
+
+/// CPU slots of [`StdHeap`]: CPU indices are taken modulo this, so machines with more CPUs
+/// share slots (correct, through each slot's try-lock, but slower).
+pub const STD_CPU_SLOTS: usize = 64;
+
+/// The heap inside [`StdHeap`].
+pub type StdHeapInner = Heap<MmapSource, StdPlatform, YieldMutex, STD_CPU_SLOTS>;
+
+/// A ready desktop allocator: [`STD_CPU_SLOTS`] per-CPU caches picked with `sched_getcpu`, a
+/// spin-then-yield lock for the central cache and the page heap, and pages from
+/// [`MmapSource`] (runs of 32 MiB from 1 GiB reservations, direct mappings from 8 MiB, idle
+/// pages beyond 64 MiB given back with `madvise`).
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: cpuheap::StdHeap = cpuheap::StdHeap::new();
+///
+/// fn main() {
+///     let v: Vec<u32> = (0..1000).collect();
+///     assert_eq!(v.len(), 1000);
+///     eprintln!("{:?}", GLOBAL.stats());
+/// }
+/// ```
+///
+/// It never panics or unwinds out of its `GlobalAlloc` methods: out of memory is a null
+/// pointer, and a misuse it detects (a foreign or freed pointer; with the `checked` feature
+/// also double and interior frees and mismatched layouts) prints the fault and aborts.
+/// It derefs to the [`Heap`] inside for statistics and maintenance.
+pub struct StdHeap(StdHeapInner);
+
+impl StdHeap {
+    /// The configuration: [`Config::new`] (4 KiB pages, objects up to 32 KiB from size
+    /// classes, 256 KiB per CPU slot).
+    pub const CONFIG: Config = Config::new();
+
+    /// The allocator. Takes no memory until the first allocation.
+    pub const fn new() -> Self {
+        Self(Heap::new(MmapSource::new(), StdPlatform::new(), Self::CONFIG))
+    }
+
+    /// The allocator over a source of your own settings (thresholds, limits).
+    pub const fn with_source(source: MmapSource) -> Self {
+        Self(Heap::new(source, StdPlatform::new(), Self::CONFIG))
+    }
+
+    /// The heap inside.
+    pub fn heap(&self) -> &StdHeapInner {
+        &self.0
+    }
+}
+
+impl Default for StdHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deref for StdHeap {
+    type Target = StdHeapInner;
+    fn deref(&self) -> &StdHeapInner {
+        &self.0
+    }
+}
+
+// SAFETY: every method delegates to the heap's `GlobalAlloc` implementation, whose contract
+// is the same.
+unsafe impl GlobalAlloc for StdHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
