@@ -1,0 +1,107 @@
+//! A proptest state machine over the heap: random streams of alloc (sizes up to ~600 KB,
+//! alignments up to 64 KiB), free, realloc, CPU-slot switches, slot drains and releases, on
+//! three configurations, checked against a model of the live allocations (see
+//! `tests/support/ops.rs`, which the cargo-fuzz target in `fuzz/` shares).
+//!
+//! `PROPTEST_CASES` raises the number of streams (default 64 per test).
+
+#[path = "support/ops.rs"]
+mod ops;
+
+use ops::{Harness, Op, MAX_ALIGN_SHIFT};
+use proptest::prelude::*;
+
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        6 => 0usize..=128,
+        4 => 0usize..=2048,
+        2 => 2049usize..=40_000,
+        1 => 40_001usize..=600_000,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (size(), 0..=MAX_ALIGN_SHIFT)
+            .prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
+        2 => (size(), 0u8..=3).prop_map(|(size, s)| Op::Alloc { size, align_shift: s }),
+        8 => any::<usize>().prop_map(|idx| Op::Free { idx }),
+        4 => (any::<usize>(), size()).prop_map(|(idx, new_size)| Op::Realloc { idx, new_size }),
+        2 => (0usize..9).prop_map(|cpu| Op::SwitchCpu { cpu }),
+        1 => (0usize..9).prop_map(|cpu| Op::DrainCpu { cpu }),
+        1 => Just(Op::Release),
+        1 => Just(Op::Check),
+    ]
+}
+
+fn run(config: usize, ops: &[Op]) {
+    let mut h = Harness::new(config);
+    for op in ops {
+        h.apply(op);
+    }
+    h.finish();
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn ops_desktop_pages(ops in prop::collection::vec(op(), 1..400)) {
+        run(0, &ops);
+    }
+
+    #[test]
+    fn ops_firmware_pages(ops in prop::collection::vec(op(), 1..400)) {
+        run(1, &ops);
+    }
+
+    #[test]
+    fn ops_small_caches(ops in prop::collection::vec(op(), 1..400)) {
+        run(2, &ops);
+    }
+}
+
+/// The fuzz target's decoder feeds the same harness: a fixed byte stream must run cleanly.
+#[test]
+fn fuzz_decoder_drives_the_harness() {
+    let mut data = vec![2u8];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..4000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.push(x as u8);
+    }
+    for cfg in 0..3u8 {
+        data[0] = cfg;
+        let (c, ops) = ops::decode(&data);
+        assert!(ops.len() > 500);
+        run(c, &ops);
+    }
+}
+
+/// Fill a small heap until it refuses, on every slot, then free it all: exhaustion and the
+/// drain-before-failing path under the model.
+#[test]
+fn exhaustion_across_slots_under_the_model() {
+    let mut h = Harness::new(1);
+    for i in 0..20_000usize {
+        h.apply(&Op::SwitchCpu { cpu: i % 5 });
+        h.apply(&Op::Alloc {
+            size: 1 + (i * 37) % 700,
+            align_shift: (i % 4) as u8,
+        });
+        if i % 7 == 0 {
+            h.apply(&Op::Free { idx: i });
+        }
+    }
+    assert!(h.nulls > 0, "the heap was never exhausted");
+    h.finish();
+}
