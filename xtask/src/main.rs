@@ -145,6 +145,16 @@ fn test(args: &[String]) -> Result<(), String> {
         &[],
     ));
     add(cargo_test(
+        "host tests, std mode (StdHeap as the global allocator of whole test binaries)",
+        &["test", "-p", "cpuheap", "--features", "std"],
+        &[],
+    ));
+    add(cargo_test(
+        "host tests, std mode, checked build",
+        &["test", "-p", "cpuheap", "--features", "std,checked"],
+        &[],
+    ));
+    add(cargo_test(
         "host tests, release build",
         &[
             "test",
