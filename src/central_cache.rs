@@ -228,3 +228,96 @@ impl CentralList {
         span.flags.remove(SpanFlags::IN_CENTRAL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::page_heap::{Geometry, PageStats};
+    use crate::page_map::FlatMap;
+    use crate::page_source::StaticRegion;
+    use crate::size_class::class_of_size;
+    use crate::sync::DefaultRawMutex;
+    use core::mem::MaybeUninit;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    #[test]
+    fn batches_come_from_spans_and_empty_spans_go_back() {
+        let region: &'static mut [MaybeUninit<u8>] = Box::leak(Box::new_uninit_slice(1 << 20));
+        let mut source = StaticRegion::<1>::new();
+        assert!(source.add(region));
+        let page_heap: Mutex<DefaultRawMutex, PageHeap<StaticRegion<1>>> =
+            Mutex::new(PageHeap::new(source));
+        let map: FlatMap<1> = FlatMap::EMPTY;
+        let stats = PageStats::new();
+        let cx = Ctx {
+            map: &map,
+            g: Geometry {
+                page_shift: 12,
+                grow_bytes: 0,
+                min_span_bytes: 4096,
+            },
+            stats: &stats,
+        };
+        let central: CentralClass<DefaultRawMutex> = CentralClass::new();
+        let class = class_of_size(64);
+
+        let mut objs = Vec::new();
+        for _ in 0..4 {
+            let chain = central.remove_batch(class, 32, &page_heap, &cx);
+            assert_eq!(chain.len, 32);
+            let mut o = chain.head;
+            while !o.is_null() {
+                objs.push(o);
+                // SAFETY: chain objects hold their link.
+                o = unsafe { (*o).next };
+            }
+        }
+        objs.sort();
+        objs.dedup();
+        assert_eq!(objs.len(), 128, "distinct objects");
+        // The class's first span is one page (64 objects); its second is twice as long.
+        assert_eq!(central.list.lock().spans, 2);
+        assert_eq!(
+            stats.span_pages.load(Ordering::Relaxed),
+            3,
+            "spans of 1 then 2 pages"
+        );
+        assert_eq!(
+            central.free_objects.load(Ordering::Relaxed),
+            64,
+            "192 carved, 128 out"
+        );
+
+        // Give back all but the highest object (in the second span): the first span empties
+        // and returns to the page heap.
+        let keep = objs.pop().unwrap();
+        let mut head = ptr::null_mut();
+        for &o in &objs {
+            // SAFETY: the objects are ours and free.
+            unsafe { (*o).next = head };
+            head = o;
+        }
+        // SAFETY: every object came from `remove_batch` and is returned once.
+        unsafe { central.insert_batch(head, &page_heap, &cx) };
+        assert_eq!(central.list.lock().spans, 1, "the emptied span went back");
+        assert_eq!(stats.spans_freed.load(Ordering::Relaxed), 1);
+        let mut listed = 0;
+        central.for_each_listed(|s| {
+            listed += 1;
+            assert_eq!(s.allocated, 1);
+        });
+        assert_eq!(listed, 1, "the span with the kept object has free objects");
+
+        // The last object returns its span too.
+        // SAFETY: as above.
+        unsafe {
+            (*keep).next = ptr::null_mut();
+            central.insert_batch(keep, &page_heap, &cx);
+        }
+        assert_eq!(central.list.lock().spans, 0);
+        assert_eq!(central.free_objects.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.span_pages.load(Ordering::Relaxed), 0);
+    }
+}

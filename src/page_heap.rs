@@ -981,3 +981,162 @@ impl<S: PageSource> PageHeap<S> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::page_map::FlatMap;
+    use crate::page_source::StaticRegion;
+    use core::mem::MaybeUninit;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    const SHIFT: u32 = 12;
+    const PAGE: usize = 1 << SHIFT;
+
+    struct Fixture {
+        heap: PageHeap<StaticRegion<2>>,
+        map: FlatMap<2>,
+        stats: PageStats,
+    }
+
+    impl Fixture {
+        /// A page heap over one region of `pages` pages (plus slack for alignment).
+        fn new(pages: usize) -> Self {
+            let region: &'static mut [MaybeUninit<u8>] =
+                Box::leak(Box::new_uninit_slice((pages + 1) * PAGE));
+            let mut source = StaticRegion::new();
+            assert!(source.add(region));
+            Self {
+                heap: PageHeap::new(source),
+                map: FlatMap::EMPTY,
+                stats: PageStats::new(),
+            }
+        }
+
+        fn cx(&self) -> Ctx<'_, FlatMap<2>> {
+            Ctx {
+                map: &self.map,
+                g: Geometry {
+                    page_shift: SHIFT,
+                    grow_bytes: 0,
+                    min_span_bytes: PAGE,
+                },
+                stats: &self.stats,
+            }
+        }
+
+        fn alloc(&mut self, pages: usize, align: usize) -> Option<*mut Span> {
+            let cx = Ctx {
+                map: &self.map,
+                g: self.cx().g,
+                stats: &self.stats,
+            };
+            self.heap.alloc_span(&cx, pages, align, 0)
+        }
+
+        fn free(&mut self, span: *mut Span) {
+            let cx = Ctx {
+                map: &self.map,
+                g: self.cx().g,
+                stats: &self.stats,
+            };
+            // SAFETY: a live span from `alloc` with nothing in use.
+            unsafe { self.heap.free_span(&cx, span) };
+        }
+
+        fn free_pages(&self) -> usize {
+            self.stats.free_pages.load(Ordering::Relaxed)
+        }
+    }
+
+    fn start(span: *mut Span) -> usize {
+        // SAFETY: a live span record.
+        unsafe { (*span).start }
+    }
+
+    #[test]
+    fn first_fit_from_the_bottom_and_freed_neighbours_merge() {
+        let mut f = Fixture::new(64);
+        let spans: Vec<_> = (0..6).map(|_| f.alloc(4, PAGE).expect("room")).collect();
+        for w in spans.windows(2) {
+            assert_eq!(
+                start(w[1]) - start(w[0]),
+                4 * PAGE,
+                "first fit packs spans upward"
+            );
+        }
+        let total_free = f.free_pages();
+        // Free two neighbours: their 8 pages form one run that an 8-page span reuses.
+        let (a, b) = (start(spans[1]), start(spans[2]));
+        f.free(spans[1]);
+        f.free(spans[2]);
+        assert_eq!(f.free_pages(), total_free + 8);
+        let merged = f.alloc(8, PAGE).expect("merged run");
+        assert_eq!(start(merged), a);
+        assert!(start(merged) < b);
+    }
+
+    #[test]
+    fn aligned_runs_start_on_the_alignment() {
+        let mut f = Fixture::new(128);
+        let _pad = f.alloc(1, PAGE).unwrap();
+        for align in [2 * PAGE, 8 * PAGE, 32 * PAGE] {
+            let s = f.alloc(3, align).expect("room for an aligned run");
+            assert_eq!(start(s) % align, 0, "align {align}");
+        }
+    }
+
+    #[test]
+    fn growth_exhaustion_and_recovery() {
+        let mut f = Fixture::new(32);
+        let mut spans = Vec::new();
+        while let Some(s) = f.alloc(1, PAGE) {
+            spans.push(s);
+        }
+        assert!(
+            spans.len() >= 24,
+            "most of 32 pages serve spans: {}",
+            spans.len()
+        );
+        assert_eq!(f.free_pages(), 0);
+        assert!(
+            f.alloc(1, PAGE).is_none(),
+            "exhausted, and the source has nothing more"
+        );
+        let n = spans.len();
+        for s in spans {
+            f.free(s);
+        }
+        // Everything merged back: one span of all the pages fits again.
+        assert!(f.alloc(n, PAGE).is_some());
+    }
+
+    #[test]
+    fn metadata_pages_come_from_the_top() {
+        let mut f = Fixture::new(64);
+        // Enough spans to need more span records than the carved arena holds.
+        let spans: Vec<_> = (0..40).map(|_| f.alloc(1, PAGE).unwrap()).collect();
+        let highest_span = spans.iter().map(|&s| start(s)).max().unwrap();
+        let ext = f.heap.extents().next().unwrap();
+        let meta_pages: Vec<usize> = (0..ext.pages)
+            .filter(|&i| {
+                let addr = ext.base + i * PAGE;
+                f.map
+                    .page(addr, SHIFT)
+                    .unwrap()
+                    .class
+                    .load(Ordering::Relaxed)
+                    == CLASS_META
+            })
+            .collect();
+        assert!(!meta_pages.is_empty(), "40 records need a metadata page");
+        for i in meta_pages {
+            assert!(
+                ext.base + i * PAGE > highest_span,
+                "metadata page below a span"
+            );
+        }
+    }
+}
