@@ -260,7 +260,10 @@ fn soak(config: Config, bytes: usize, threads: usize, max: u64) {
     assert_eq!(st.in_use_bytes, 0, "objects not conserved: {st:?}");
     assert_eq!(st.allocs, st.frees, "{st:?}");
     for cpu in 0..SLOTS {
-        assert!(h.drain_cpu(cpu), "slot {cpu} still held after every thread exited");
+        assert!(
+            h.drain_cpu(cpu),
+            "slot {cpu} still held after every thread exited"
+        );
     }
     h.check_invariants().unwrap();
     let st = h.stats();
