@@ -145,6 +145,10 @@ struct Results {
     thr: BTreeMap<(Wl, Kind), Vec<f64>>,
     lat: BTreeMap<(Wl, Kind), Vec<Latency>>,
     eff: BTreeMap<Kind, Vec<f64>>,
+    /// Pure-compute 2-thread/1-thread scaling, one per run.
+    scaling: Vec<f64>,
+    /// Load average at the start and at the end.
+    load: Vec<f64>,
 }
 
 fn measure(
@@ -228,7 +232,10 @@ fn main() {
     let eff_region = Region::new(o.eff_bytes);
     let _ = (workloads::ns_per_tick(), workloads::timer_overhead_ticks());
     let mut res = Results::default();
+    res.load.push(workloads::loadavg().unwrap_or(f64::NAN));
     for run in 0..o.runs {
+        res.scaling
+            .push(workloads::cpu_scaling(Duration::from_millis(100)));
         let mut kinds = o.kinds.clone();
         let n = kinds.len().max(1);
         kinds.rotate_left(run % n);
@@ -246,6 +253,7 @@ fn main() {
             eprintln!(" [{:.0}s]", t_start.elapsed().as_secs_f64());
         }
     }
+    res.load.push(workloads::loadavg().unwrap_or(f64::NAN));
     let md = render(&o, &res, t_start.elapsed());
     println!("{md}");
     if let Some(dir) = &o.out {
@@ -315,6 +323,15 @@ fn render(o: &Opts, r: &Results, took: Duration) -> String {
         o.runs,
         o.window.as_millis(),
         took.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "Machine load: load average {} at the start, {} at the end; two threads got {}x one thread's CPU \
+         in a pure-compute probe (median over runs; 2.00 = both cores free). Below about 1.8, the 2-thread \
+         columns measure the scheduler as much as the allocators.\n",
+        cell(r.load.first().copied().unwrap_or(f64::NAN), 2),
+        cell(r.load.last().copied().unwrap_or(f64::NAN), 2),
+        cell(median(&r.scaling), 2)
     );
     let rows = ordered(o);
     let base_note: Vec<String> = [Group::Desktop, Group::BareMetal]

@@ -556,3 +556,37 @@ pub fn latency<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) ->
         free: percentiles(&mut vf),
     }
 }
+
+/// How much CPU two threads get compared with one: the same pure-compute loop run for
+/// `window` on 1 and then on 2 threads, total iterations 2T / 1T. About 2.0 on an idle
+/// 2-core machine; lower when other processes compete (then read the 2-thread rows with care).
+pub fn cpu_scaling(window: Duration) -> f64 {
+    fn spin(window: Duration) -> u64 {
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        let mut x = 1u64;
+        while t0.elapsed() < window {
+            for _ in 0..1000 {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            n += 1;
+        }
+        n
+    }
+    let one = spin(window) as f64;
+    let two: u64 = std::thread::scope(|s| {
+        let h: Vec<_> = (0..2).map(|_| s.spawn(|| spin(window))).collect();
+        h.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    two as f64 / one
+}
+
+/// The 1-minute load average, if the OS tells it.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
