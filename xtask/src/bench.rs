@@ -16,7 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const USAGE: &str = "cargo xtask bench [--quick] [--callgrind | --no-callgrind] [--size BYTES] [HARNESS ARGS...]
+const USAGE: &str =
+    "cargo xtask bench [--quick] [--callgrind | --no-callgrind] [--size BYTES] [HARNESS ARGS...]
   --quick          3 short runs (about 1-2 minutes)
   --callgrind      only the callgrind instruction count of the alloc+free fast path
   --no-callgrind   skip the instruction count
@@ -48,7 +49,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut callgrind = true;
     let mut only_callgrind = false;
     let mut size = 32usize;
-    let mut quick = false;
     let mut pass: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -65,14 +65,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 println!("{USAGE}");
                 return Ok(());
             }
-            "--quick" => {
-                quick = true;
-                pass.push(a.clone());
-            }
             _ => pass.push(a.clone()),
         }
     }
-    let _ = quick;
     let root = workspace_root();
     let results = root.join("benches").join("results");
     std::fs::create_dir_all(&results).map_err(|e| format!("create {}: {e}", results.display()))?;
@@ -84,9 +79,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     if !only_callgrind {
         let mut cmd = Command::new(&bench);
-        cmd.args(&pass).arg("--out").arg(&results).current_dir(&root);
+        cmd.args(&pass)
+            .arg("--out")
+            .arg(&results)
+            .current_dir(&root);
         eprintln!("+ {:?}", cmd);
-        let st = cmd.status().map_err(|e| format!("run {}: {e}", bench.display()))?;
+        let st = cmd
+            .status()
+            .map_err(|e| format!("run {}: {e}", bench.display()))?;
         if !st.success() {
             return Err(format!("cpuheap-bench failed: {st}"));
         }
@@ -131,7 +131,10 @@ fn workspace_root() -> PathBuf {
         }
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    cwd.ancestors().find(|d| has_benches(d)).map(Path::to_path_buf).unwrap_or(cwd)
+    cwd.ancestors()
+        .find(|d| has_benches(d))
+        .map(Path::to_path_buf)
+        .unwrap_or(cwd)
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -151,7 +154,8 @@ fn target_dir(root: &Path) -> PathBuf {
 fn build(root: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "-p", "cpuheap-bench", "--bins"]).current_dir(root);
+    cmd.args(["build", "--release", "-p", "cpuheap-bench", "--bins"])
+        .current_dir(root);
     eprintln!("+ {:?}", cmd);
     let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
     if st.success() {
@@ -175,7 +179,10 @@ fn collected(fastpath: &Path, alloc: &str, n: u64, size: usize) -> Result<u64, S
         .map_err(|e| format!("valgrind: {e} (is valgrind installed?)"))?;
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(format!("valgrind {alloc} {n} failed: {}\n{err}", out.status));
+        return Err(format!(
+            "valgrind {alloc} {n} failed: {}\n{err}",
+            out.status
+        ));
     }
     err.lines()
         .find_map(|l| {
@@ -196,7 +203,9 @@ fn callgrind_table(fastpath: &Path, size: usize) -> Result<String, String> {
     let mut failed: Vec<String> = Vec::new();
     for &a in CALLGRIND_ALLOCS.iter().filter(|a| available.contains(a)) {
         eprint!("callgrind {a} ... ");
-        match collected(fastpath, a, N1, size).and_then(|i1| Ok((i1, collected(fastpath, a, N2, size)?))) {
+        match collected(fastpath, a, N1, size)
+            .and_then(|i1| Ok((i1, collected(fastpath, a, N2, size)?)))
+        {
             Ok((i1, i2)) => {
                 let per = i2.saturating_sub(i1) as f64 / (N2 - N1) as f64;
                 eprintln!("{per:.1} instructions/pair");
@@ -210,7 +219,11 @@ fn callgrind_table(fastpath: &Path, size: usize) -> Result<String, String> {
             }
         }
     }
-    let noop = rows.iter().find(|r| r.0 == "noop").map(|r| r.1).unwrap_or(0.0);
+    let noop = rows
+        .iter()
+        .find(|r| r.0 == "noop")
+        .map(|r| r.1)
+        .unwrap_or(0.0);
     let base = rows
         .iter()
         .find(|r| r.0 == "cpuheap")
@@ -224,14 +237,20 @@ fn callgrind_table(fastpath: &Path, size: usize) -> Result<String, String> {
          `mimalloc` is the crate's `GlobalAlloc` (always `mi_malloc_aligned`), `mimalloc-raw` calls `mi_malloc`/`mi_free`.\n\n",
         N2 - N1
     ));
-    s.push_str("| allocator | instructions/pair | net | vs cpuheap (net) |\n|---|---:|---:|---:|\n");
+    s.push_str(
+        "| allocator | instructions/pair | net | vs cpuheap (net) |\n|---|---:|---:|---:|\n",
+    );
     for (a, per) in &rows {
         let net = per - noop;
         let vs = match base {
             Some(b) if a != "noop" && b > 0.0 => format!("{:.2}", net / b),
             _ => "–".into(),
         };
-        let net_s = if a == "noop" { "–".to_string() } else { format!("{net:.1}") };
+        let net_s = if a == "noop" {
+            "–".to_string()
+        } else {
+            format!("{net:.1}")
+        };
         s.push_str(&format!("| {a} | {per:.1} | {net_s} | {vs} |\n"));
     }
     for a in &failed {
