@@ -380,33 +380,56 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// A page span for a request above the small-object limit or aligned beyond it.
     #[cold]
     fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
+        self.alloc_large_zeroed(size, align).0
+    }
+
+    /// [`alloc_large`](Self::alloc_large), and whether the span's pages are known zero (fresh
+    /// from a zero-filling source such as mmap, or discarded since).
+    #[cold]
+    fn alloc_large_zeroed(&self, size: usize, align: usize) -> (*mut u8, bool) {
         let page = self.page_size();
         let Some(pages) = size
             .checked_add(page - 1)
             .map(|b| (b >> self.page_shift).max(1))
         else {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return ptr::null_mut();
+            return (ptr::null_mut(), false);
         };
         let align = align.max(page);
         let cx = self.cx();
-        let mut span = self.page_heap.lock().alloc_span(&cx, pages, align, 0);
+        let alloc_span = || {
+            let mut ph = self.page_heap.lock();
+            let span = ph.alloc_span(&cx, pages, align, 0);
+            (span, ph.last_zeroed)
+        };
+        let (mut span, mut zeroed) = alloc_span();
         if span.is_none() {
             self.drain_all(None);
-            span = self.page_heap.lock().alloc_span(&cx, pages, align, 0);
+            (span, zeroed) = alloc_span();
         }
         let Some(span) = span else {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return ptr::null_mut();
+            return (ptr::null_mut(), false);
         };
         self.stats.large_allocs.fetch_add(1, Ordering::Relaxed);
         self.stats.record_other(true, pages << self.page_shift);
         // SAFETY: a live span record just allocated.
-        unsafe { (*span).start as *mut u8 }
+        (unsafe { (*span).start as *mut u8 }, zeroed)
     }
 
     /// Allocate zeroed memory for `layout`.
     pub fn allocate_zeroed(&self, layout: Layout) -> *mut u8 {
+        if self.class_for(layout.size(), layout.align()).is_none() {
+            // A page span of pages known zero (fresh mmap memory) needs no clearing.
+            let (p, zeroed) = self.alloc_large_zeroed(layout.size(), layout.align());
+            #[cfg(feature = "checked")]
+            self.mark_live(p);
+            if !p.is_null() && !zeroed {
+                // SAFETY: `p` is a fresh allocation of at least `layout.size()` bytes.
+                unsafe { ptr::write_bytes(p, 0, layout.size()) };
+            }
+            return p;
+        }
         let p = self.allocate(layout);
         if !p.is_null() {
             // SAFETY: `p` is a fresh allocation of at least `layout.size()` bytes.
@@ -777,6 +800,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         self.drain_all(None);
     }
 
+    /// Give every idle free page back to the source now (`madvise` with the mmap source),
+    /// instead of waiting for the source's idle limit. Returns the bytes given back. Drain
+    /// the CPU slots first to include memory parked there.
+    pub fn release_idle_pages(&self) -> usize {
+        self.page_heap.lock().discard_idle(&self.cx(), 0)
+    }
+
     // ----- statistics and invariants ----------------------------------------------------
 
     /// A snapshot of the statistics. Takes no lock; under concurrent use the fields are each
@@ -817,6 +847,11 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         s.source_grows = ps.grows.load(Ordering::Relaxed);
         s.spans_allocated = ps.spans_allocated.load(Ordering::Relaxed);
         s.spans_freed = ps.spans_freed.load(Ordering::Relaxed);
+        s.page_heap_idle_bytes = ps.idle_pages.load(Ordering::Relaxed) << self.page_shift;
+        s.discarded_bytes = ps.discarded_bytes.load(Ordering::Relaxed);
+        s.discards = ps.discards.load(Ordering::Relaxed);
+        s.released_bytes = ps.released_bytes.load(Ordering::Relaxed);
+        s.direct_runs = ps.direct_runs.load(Ordering::Relaxed);
         s
     }
 

@@ -83,6 +83,7 @@ impl MmapSource {
     }
 
     /// Bytes in direct mappings now.
+    #[allow(clippy::misnamed_getters)]
     pub fn direct_bytes(&self) -> usize {
         self.direct_now
     }
@@ -161,7 +162,9 @@ unsafe impl PageSource for MmapSource {
         let mut start = self.next.checked_next_multiple_of(align)?;
         if self.next == 0 || start.checked_add(want).is_none_or(|e| e > self.end) {
             // Start a new reservation; the rest of the old one goes back.
-            let size = want.max(self.reserve_bytes).checked_next_multiple_of(align)?;
+            let size = want
+                .max(self.reserve_bytes)
+                .checked_next_multiple_of(align)?;
             let base = self.map_aligned(size, align, libc::PROT_NONE)?;
             if self.next != 0 {
                 Self::unmap(self.next, self.end - self.next);
@@ -254,7 +257,11 @@ mod tests {
         assert_eq!(a.len, 1 << 20, "at least run_bytes");
         assert_eq!(b.len, 3 << 20);
         let (a0, b0) = (a.base.as_ptr() as usize, b.base.as_ptr() as usize);
-        assert_eq!(b0, a0 + a.len, "carved one after the other from the reservation");
+        assert_eq!(
+            b0,
+            a0 + a.len,
+            "carved one after the other from the reservation"
+        );
         assert_eq!(s.reserved_bytes(), 64 << 20);
         for x in [a0, a0 + a.len - 1, b0 + 12345] {
             assert_eq!(read(x), 0);
@@ -264,7 +271,11 @@ mod tests {
         // A run larger than what is left starts a new reservation.
         let c = s.grow(62 << 20, 4096).expect("new reservation");
         assert_eq!(c.len, 62 << 20);
-        assert_eq!(s.reserved_bytes(), (4 << 20) + (64 << 20), "4 MiB used of the first");
+        assert_eq!(
+            s.reserved_bytes(),
+            (4 << 20) + (64 << 20),
+            "4 MiB used of the first"
+        );
         // SAFETY: runs this source handed out; nothing uses them any more.
         unsafe { assert!(s.release(a) && s.release(b) && s.release(c)) };
     }
@@ -309,7 +320,10 @@ mod tests {
         // SAFETY: a run this source handed out, no longer used.
         assert!(unsafe { s.release(r) });
         assert_eq!(s.direct_bytes(), 0);
-        assert!(s.grow_direct(usize::MAX / 2, 4096).is_none(), "too large: None");
+        assert!(
+            s.grow_direct(usize::MAX / 2, 4096).is_none(),
+            "too large: None"
+        );
         assert!(s.grow(usize::MAX - 4095, 4096).is_none(), "too large: None");
         assert_eq!(s.direct_threshold(), 8 << 20);
         assert_eq!(s.idle_limit(), 64 << 20);

@@ -24,9 +24,12 @@ pub struct Stats {
     pub span_bytes: usize,
     /// Bytes of free pages in the page heap.
     pub page_heap_free_bytes: usize,
+    /// Of `page_heap_free_bytes`, those that may be backed by memory: all of them, unless the
+    /// source zero-fills (mmap), when pages never used or discarded since are left out.
+    pub page_heap_idle_bytes: usize,
     /// Bytes of the heap's own metadata (bitmaps, page map, span records).
     pub metadata_bytes: usize,
-    /// Bytes obtained from the page source.
+    /// Bytes held from the page source: obtained, less runs given back.
     pub source_bytes: usize,
     /// Successful allocations (`alloc`, `alloc_zeroed`, and the allocation half of a moving
     /// `realloc`).
@@ -51,6 +54,16 @@ pub struct Stats {
     pub spans_freed: usize,
     /// Times the page heap grew through the source.
     pub source_grows: usize,
+    /// Bytes of idle pages given back to the source with `discard` (mmap: `madvise`), in
+    /// total, and how many calls that took.
+    pub discarded_bytes: usize,
+    /// Calls that gave idle pages back (see `discarded_bytes`).
+    pub discards: usize,
+    /// Bytes of whole runs given back to the source with `release` (mmap: `munmap`), in
+    /// total.
+    pub released_bytes: usize,
+    /// Direct runs (a huge span's own mapping) held now.
+    pub direct_runs: usize,
     /// Times every cache was drained to avoid a false out-of-memory.
     pub drains: usize,
     /// Allocations that returned null.

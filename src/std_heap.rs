@@ -7,17 +7,17 @@ use crate::heap::{Config, Heap};
 use crate::mmap::MmapSource;
 use crate::std_platform::{StdPlatform, YieldMutex};
 
-/// CPU slots of [`StdHeap`]: CPU indices are taken modulo this, so machines with more CPUs
-/// share slots (correct, through each slot's try-lock, but slower).
+/// Slots of [`StdHeap`]: slot indices are taken modulo this, so with more live threads some
+/// share a slot (correct, through each slot's try-lock, but slower when both are busy).
 pub const STD_CPU_SLOTS: usize = 64;
 
 /// The heap inside [`StdHeap`].
 pub type StdHeapInner = Heap<MmapSource, StdPlatform, YieldMutex, STD_CPU_SLOTS>;
 
-/// A ready desktop allocator: [`STD_CPU_SLOTS`] per-CPU caches picked with `sched_getcpu`, a
-/// spin-then-yield lock for the central cache and the page heap, and pages from
-/// [`MmapSource`] (runs of 32 MiB from 1 GiB reservations, direct mappings from 8 MiB, idle
-/// pages beyond 64 MiB given back with `madvise`).
+/// A ready desktop allocator: [`STD_CPU_SLOTS`] caches, one per thread (round robin, through
+/// a thread-local index; see [`StdPlatform`]), a spin-then-yield lock for the central cache
+/// and the page heap, and pages from [`MmapSource`] (runs of 32 MiB from 1 GiB reservations,
+/// direct mappings from 8 MiB, idle pages beyond 64 MiB given back with `madvise`).
 ///
 /// ```no_run
 /// #[global_allocator]
@@ -43,7 +43,11 @@ impl StdHeap {
 
     /// The allocator. Takes no memory until the first allocation.
     pub const fn new() -> Self {
-        Self(Heap::new(MmapSource::new(), StdPlatform::new(), Self::CONFIG))
+        Self(Heap::new(
+            MmapSource::new(),
+            StdPlatform::new(),
+            Self::CONFIG,
+        ))
     }
 
     /// The allocator over a source of your own settings (thresholds, limits).
