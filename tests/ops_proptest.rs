@@ -8,6 +8,8 @@
 #[path = "support/ops.rs"]
 mod ops;
 
+use cpuheap::StaticRegion;
+use ops::ScribbleSource;
 use ops::{Harness, Op, MAX_ALIGN_SHIFT};
 use proptest::prelude::*;
 
@@ -25,6 +27,7 @@ fn op() -> impl Strategy<Value = Op> {
         10 => (size(), 0..=MAX_ALIGN_SHIFT)
             .prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
         2 => (size(), 0u8..=3).prop_map(|(size, s)| Op::Alloc { size, align_shift: s }),
+        2 => (size(), 0u8..=13).prop_map(|(size, s)| Op::AllocZeroed { size, align_shift: s }),
         8 => any::<usize>().prop_map(|idx| Op::Free { idx }),
         4 => (any::<usize>(), size()).prop_map(|(idx, new_size)| Op::Realloc { idx, new_size }),
         2 => (0usize..9).prop_map(|cpu| Op::SwitchCpu { cpu }),
@@ -35,11 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run(config: usize, ops: &[Op]) {
-    let mut h = Harness::new(config);
-    for op in ops {
-        h.apply(op);
-    }
-    h.finish();
+    ops::run_stream(config, ops);
 }
 
 fn cases() -> u32 {
@@ -66,6 +65,11 @@ proptest! {
     fn ops_small_caches(ops in prop::collection::vec(op(), 1..400)) {
         run(2, &ops);
     }
+
+    #[test]
+    fn ops_source_hooks_direct_runs_and_discards(ops in prop::collection::vec(op(), 1..400)) {
+        run(3, &ops);
+    }
 }
 
 /// The fuzz target's decoder feeds the same harness: a fixed byte stream must run cleanly.
@@ -79,7 +83,7 @@ fn fuzz_decoder_drives_the_harness() {
         x ^= x << 17;
         data.push(x as u8);
     }
-    for cfg in 0..3u8 {
+    for cfg in 0..ops::configs().len() as u8 {
         data[0] = cfg;
         let (c, ops) = ops::decode(&data);
         assert!(ops.len() > 500);
@@ -91,7 +95,7 @@ fn fuzz_decoder_drives_the_harness() {
 /// drain-before-failing path under the model.
 #[test]
 fn exhaustion_across_slots_under_the_model() {
-    let mut h = Harness::new(1);
+    let mut h = Harness::<StaticRegion<1>>::new(1);
     for i in 0..20_000usize {
         h.apply(&Op::SwitchCpu { cpu: i % 5 });
         h.apply(&Op::Alloc {
@@ -104,4 +108,37 @@ fn exhaustion_across_slots_under_the_model() {
     }
     assert!(h.nulls > 0, "the heap was never exhausted");
     h.finish();
+}
+
+/// The scribbling source really is exercised: huge spans come as direct runs and go back
+/// with `release`, idle pages past the limit go back with `discard`, and everything the heap
+/// still uses survives the scribbling.
+#[test]
+fn source_hooks_release_and_discard_under_the_model() {
+    let mut h = Harness::<ScribbleSource>::new(3);
+    for i in 0..3000usize {
+        h.apply(&Op::Alloc {
+            size: 16 + i % 2000,
+            align_shift: 3,
+        });
+    }
+    h.apply(&Op::Alloc {
+        size: 300_000,
+        align_shift: 12,
+    });
+    for i in 0..2500usize {
+        h.apply(&Op::Free { idx: i * 7 });
+    }
+    h.apply(&Op::Release);
+    for i in 0..100usize {
+        h.apply(&Op::Alloc {
+            size: 200_000 + i,
+            align_shift: 0,
+        });
+        h.apply(&Op::Free { idx: i * 13 });
+    }
+    h.finish();
+    let (discards, releases) = h.heap().with_source(|s| (s.discards, s.releases));
+    assert!(releases > 0, "no direct run was released");
+    assert!(discards > 0, "no idle page was discarded");
 }

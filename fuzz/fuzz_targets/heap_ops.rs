@@ -14,9 +14,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let (config, ops) = ops::decode(data);
-    let mut h = ops::Harness::new(config);
-    for op in &ops {
-        h.apply(op);
-    }
-    h.finish();
+    ops::run_stream(config, &ops);
 });

@@ -18,7 +18,11 @@ use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cpuheap::{Config, DefaultRawMutex, Fault, Heap, Platform, StaticRegion};
+use std::ptr::NonNull;
+
+use cpuheap::{
+    Config, DefaultRawMutex, Fault, FlatMap, Heap, PageSource, Platform, Run, StaticRegion,
+};
 
 /// CPU slots of the heap under test.
 pub const SLOTS: usize = 4;
@@ -41,14 +45,160 @@ impl Platform for SwitchableCpu {
     }
 }
 
-/// The heap type under test.
-pub type OpsHeap = Heap<StaticRegion<1>, SwitchableCpu, DefaultRawMutex, SLOTS>;
+/// The heap type under test, over source `S`.
+pub type OpsHeap<S> = Heap<S, SwitchableCpu, DefaultRawMutex, SLOTS>;
+
+/// A page source the harness can build over its buffer.
+pub trait Source: PageSource + Sized {
+    /// A source over all of `buf`.
+    fn over(buf: &'static mut [MaybeUninit<u8>]) -> Self;
+}
+
+impl Source for StaticRegion<1> {
+    fn over(buf: &'static mut [MaybeUninit<u8>]) -> Self {
+        let mut s = StaticRegion::new();
+        assert!(s.add(buf));
+        s
+    }
+}
+
+/// Byte written over runs the heap releases: if the heap still needed one, a pattern check,
+/// a free list or the metadata breaks right after.
+pub const SCRIBBLE: u8 = 0xDB;
+
+/// A source that exercises the optional half of [`PageSource`]: it hands its buffer out in
+/// growth steps, zero-filled, serves huge spans as direct runs (reusing released ones),
+/// keeps a small idle limit, zeroes every range the heap discards (its contents are lost, as
+/// with `madvise(MADV_DONTNEED)`) and scribbles over every run the heap releases.
+pub struct ScribbleSource {
+    next: usize,
+    end: usize,
+    /// Runs handed out and not taken back.
+    out: Vec<(usize, usize)>,
+    /// Direct runs taken back, ready to be handed out again.
+    released: Vec<(usize, usize)>,
+    pub discards: usize,
+    pub releases: usize,
+}
+
+// SAFETY: the buffer is exclusively owned by the source (and the heap it feeds).
+unsafe impl Send for ScribbleSource {}
+
+impl Source for ScribbleSource {
+    fn over(buf: &'static mut [MaybeUninit<u8>]) -> Self {
+        let next = buf.as_mut_ptr() as usize;
+        Self {
+            next,
+            end: next + buf.len(),
+            out: Vec::new(),
+            released: Vec::new(),
+            discards: 0,
+            releases: 0,
+        }
+    }
+}
+
+impl ScribbleSource {
+    fn bump(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        let base = self.next.checked_next_multiple_of(align)?;
+        let end = base.checked_add(min_bytes.next_multiple_of(align))?;
+        if end > self.end {
+            return None;
+        }
+        self.next = end;
+        self.out.push((base, end - base));
+        // ZERO_FILLED: fresh memory reads as zero (the buffer may be a reused one).
+        // SAFETY: `[base, end)` is an unused part of the buffer.
+        unsafe { std::ptr::write_bytes(base as *mut u8, 0, end - base) };
+        Some(Run {
+            base: NonNull::new(base as *mut u8)?,
+            len: end - base,
+        })
+    }
+
+    /// `range` must lie inside one run handed out and not taken back.
+    fn check_inside(&self, range: Run, what: &str) {
+        let (a, n) = (range.base.as_ptr() as usize, range.len);
+        assert!(
+            self.out.iter().any(|&(b, m)| a >= b && a + n <= b + m),
+            "{what} of {a:#x}+{n:#x}, not inside a run handed out"
+        );
+    }
+
+    fn scribble(range: Run, byte: u8) {
+        // SAFETY: the range lies in the buffer (checked by the caller) and the heap has
+        // given up its contents.
+        unsafe { std::ptr::write_bytes(range.base.as_ptr(), byte, range.len) };
+    }
+}
+
+// SAFETY: runs are disjoint pieces of the source's buffer; a released run is handed out again
+// only after the heap gave it back.
+unsafe impl PageSource for ScribbleSource {
+    type Map = FlatMap<64>;
+
+    const ZERO_FILLED: bool = true;
+
+    fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        self.bump(min_bytes, align)
+    }
+
+    fn direct_threshold(&self) -> usize {
+        128 << 10
+    }
+
+    fn grow_direct(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
+        if let Some(i) = self
+            .released
+            .iter()
+            .position(|&(b, n)| n >= min_bytes && b % align == 0)
+        {
+            let (b, n) = self.released.swap_remove(i);
+            self.out.push((b, n));
+            // SAFETY: a released run, no longer used by the heap; it must read as zero.
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0, n) };
+            return Some(Run {
+                base: NonNull::new(b as *mut u8)?,
+                len: n,
+            });
+        }
+        self.bump(min_bytes, align)
+    }
+
+    unsafe fn release(&mut self, run: Run) -> bool {
+        let key = (run.base.as_ptr() as usize, run.len);
+        let i = self
+            .out
+            .iter()
+            .position(|&r| r == key)
+            .unwrap_or_else(|| panic!("release of {key:x?}, not a run handed out"));
+        self.out.swap_remove(i);
+        Self::scribble(run, SCRIBBLE);
+        self.released.push(key);
+        self.releases += 1;
+        true
+    }
+
+    fn idle_limit(&self) -> usize {
+        64 << 10
+    }
+
+    unsafe fn discard(&mut self, range: Run) -> bool {
+        self.check_inside(range, "discard");
+        // The contents are lost: as a kernel would, hand back zero pages.
+        Self::scribble(range, 0);
+        self.discards += 1;
+        true
+    }
+}
 
 /// One step of an operation stream.
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Allocate `size` bytes aligned to `1 << align_shift` (the shift is capped at 16).
     Alloc { size: usize, align_shift: u8 },
+    /// `allocate_zeroed`: the block must read as zero before it is filled.
+    AllocZeroed { size: usize, align_shift: u8 },
     /// Free the live allocation number `idx` (modulo the number of live allocations).
     Free { idx: usize },
     /// Resize the live allocation number `idx` to `new_size` bytes.
@@ -57,15 +207,16 @@ pub enum Op {
     SwitchCpu { cpu: usize },
     /// Drain CPU slot `cpu`.
     DrainCpu { cpu: usize },
-    /// Give free memory back: drain every slot (the heap has no call that hands whole free
-    /// regions back to its source yet; see docs/reliability.md).
+    /// Give free memory back: drain every slot, so empty spans return to the page heap (which
+    /// discards idle pages past the source's limit and releases direct runs on its own).
     Release,
     /// Run `check_invariants` now.
     Check,
 }
 
-/// The heap configurations a stream can run on: (config, buffer bytes).
-pub fn configs() -> [(Config, usize); 3] {
+/// The heap configurations a stream can run on: (config, buffer bytes). Configuration 3 and
+/// up run over a [`ScribbleSource`], the rest over a [`StaticRegion`].
+pub fn configs() -> [(Config, usize); 4] {
     [
         // Desktop/kernel pages; large objects and 64 KiB alignments exercise page spans.
         (Config::new(), 8 << 20),
@@ -80,7 +231,27 @@ pub fn configs() -> [(Config, usize); 3] {
                 .with_grow_bytes(0),
             2 << 20,
         ),
+        // Growth in 64 KiB steps, direct runs, discards: the optional source hooks.
+        (Config::new().with_grow_bytes(64 << 10), 16 << 20),
     ]
+}
+
+/// Run one stream on configuration `config` (modulo [`configs`]), then free everything and
+/// check that it all came back. Returns the number of null returns.
+pub fn run_stream(config: usize, ops: &[Op]) -> usize {
+    fn go<S: Source>(config: usize, ops: &[Op]) -> usize {
+        let mut h = Harness::<S>::new(config);
+        for op in ops {
+            h.apply(op);
+        }
+        h.finish();
+        h.nulls
+    }
+    if config % configs().len() >= 3 {
+        go::<ScribbleSource>(config, ops)
+    } else {
+        go::<StaticRegion<1>>(config, ops)
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -126,8 +297,8 @@ unsafe fn check(p: *const u8, len: usize, seed: u64, what: &str) {
 }
 
 /// A heap, its buffer, and the model of what is live.
-pub struct Harness {
-    heap: Box<OpsHeap>,
+pub struct Harness<S: Source> {
+    heap: Option<Box<OpsHeap<S>>>,
     region: *mut [MaybeUninit<u8>],
     lo: usize,
     hi: usize,
@@ -139,23 +310,19 @@ pub struct Harness {
     pub nulls: usize,
 }
 
-impl Harness {
+impl<S: Source> Harness<S> {
     /// A fresh heap with configuration number `config` (modulo [`configs`]).
     pub fn new(config: usize) -> Self {
         let all = configs();
         let (cfg, bytes) = all[config % all.len()];
         let region_ptr = take_buffer(bytes);
         let lo = region_ptr.cast::<u8>() as usize;
-        let heap = Box::new(Heap::new(
-            StaticRegion::new(),
-            SwitchableCpu(AtomicUsize::new(0)),
-            cfg,
-        ));
         // SAFETY: the buffer is ours alone (fresh, or pooled by a finished harness); the heap
         // is its only user until `Drop`, which drops the heap before pooling the buffer again.
-        assert!(heap.add_region(unsafe { &mut *region_ptr }));
+        let source = S::over(unsafe { &mut *region_ptr });
+        let heap = Box::new(Heap::new(source, SwitchableCpu(AtomicUsize::new(0)), cfg));
         Self {
-            heap,
+            heap: Some(heap),
             region: region_ptr,
             lo,
             hi: lo + bytes,
@@ -168,8 +335,8 @@ impl Harness {
     }
 
     /// The heap under test.
-    pub fn heap(&self) -> &OpsHeap {
-        &self.heap
+    pub fn heap(&self) -> &OpsHeap<S> {
+        self.heap.as_ref().expect("heap present until drop")
     }
 
     /// Live allocations in the model.
@@ -178,7 +345,7 @@ impl Harness {
     }
 
     fn check_invariants(&self, after: &Op) {
-        if let Err(e) = self.heap.check_invariants() {
+        if let Err(e) = self.heap().check_invariants() {
             panic!("{e} (after {after:?}, step {})", self.steps);
         }
     }
@@ -207,7 +374,7 @@ impl Harness {
                 l.size
             );
         }
-        let usable = self.heap.usable_size(a as *const u8);
+        let usable = self.heap().usable_size(a as *const u8);
         assert!(
             usable.is_some_and(|u| u >= len),
             "usable_size {usable:?} below {len} at {a:#x}"
@@ -226,12 +393,27 @@ impl Harness {
     /// Apply one operation to the heap and the model.
     pub fn apply(&mut self, op: &Op) {
         match *op {
-            Op::Alloc { size, align_shift } => {
+            Op::Alloc { size, align_shift } | Op::AllocZeroed { size, align_shift } => {
+                let zeroed = matches!(op, Op::AllocZeroed { .. });
                 let align = 1usize << align_shift.min(MAX_ALIGN_SHIFT);
                 let Ok(layout) = Layout::from_size_align(size, align) else {
                     return;
                 };
-                let p = std::hint::black_box(self.heap.allocate(layout));
+                let p = std::hint::black_box(if zeroed {
+                    self.heap().allocate_zeroed(layout)
+                } else {
+                    self.heap().allocate(layout)
+                });
+                if !p.is_null() && zeroed {
+                    for i in 0..size {
+                        // SAFETY: a fresh allocation of `size` bytes.
+                        let b = unsafe { p.add(i).read() };
+                        assert_eq!(
+                            b, 0,
+                            "allocate_zeroed: byte {i} of {p:p} (len {size}) is {b:#x}"
+                        );
+                    }
+                }
                 if p.is_null() {
                     self.nulls += 1;
                 } else {
@@ -252,7 +434,7 @@ impl Harness {
                     unsafe {
                         check(p, l.size, l.seed, "free");
                         let layout = Layout::from_size_align_unchecked(l.size, l.align);
-                        self.heap.deallocate(std::hint::black_box(p), layout);
+                        self.heap().deallocate(std::hint::black_box(p), layout);
                     }
                 }
             }
@@ -263,7 +445,7 @@ impl Harness {
                 let q = unsafe {
                     check(p, l.size, l.seed, "before realloc");
                     let layout = Layout::from_size_align_unchecked(l.size, l.align);
-                    self.heap.reallocate(p, layout, new_size)
+                    self.heap().reallocate(p, layout, new_size)
                 };
                 let (b, now) = if q.is_null() {
                     // Failed (exhausted, or a size that overflows): the old block stays live.
@@ -288,16 +470,16 @@ impl Harness {
                 self.live.insert(b, now);
                 self.order.push(b);
             }
-            Op::SwitchCpu { cpu } => self.heap.platform().0.store(cpu, Ordering::Relaxed),
+            Op::SwitchCpu { cpu } => self.heap().platform().0.store(cpu, Ordering::Relaxed),
             Op::DrainCpu { cpu } => {
                 assert!(
-                    self.heap.drain_cpu(cpu),
+                    self.heap().drain_cpu(cpu),
                     "slot {cpu} busy with no thread in it"
                 );
             }
             Op::Release => {
-                self.heap.drain_all_cpus();
-                let s = self.heap.stats();
+                self.heap().drain_all_cpus();
+                let s = self.heap().stats();
                 assert_eq!(s.cpu_cache_bytes, 0, "drained slots still cache: {s:?}");
                 if self.live.is_empty() {
                     assert_eq!(s.span_bytes, 0, "spans kept with nothing live: {s:?}");
@@ -315,14 +497,14 @@ impl Harness {
     /// page heap.
     pub fn finish(&mut self) {
         self.check_invariants(&Op::Check);
-        let in_use: usize = self.heap.stats().in_use_bytes;
+        let in_use: usize = self.heap().stats().in_use_bytes;
         assert!(in_use >= self.live.values().map(|l| l.size).sum::<usize>());
         while !self.order.is_empty() {
             self.apply(&Op::Free { idx: 0 });
         }
         self.apply(&Op::Release);
         self.check_invariants(&Op::Check);
-        let s = self.heap.stats();
+        let s = self.heap().stats();
         assert_eq!(s.in_use_bytes, 0, "{s:?}");
         assert_eq!(s.allocs, s.frees, "{s:?}");
         assert_eq!(s.span_bytes, 0, "{s:?}");
@@ -330,16 +512,11 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
+impl<S: Source> Drop for Harness<S> {
     fn drop(&mut self) {
-        // Replace the heap with a fresh one (which holds no memory) so the old one, the only
-        // user of the buffer, is gone before the buffer is freed. Blocks still live in the
-        // model are simply forgotten.
-        *self.heap = Heap::new(
-            StaticRegion::new(),
-            SwitchableCpu(AtomicUsize::new(0)),
-            Config::small(),
-        );
+        // The heap, the only user of the buffer, goes first. Blocks still live in the model
+        // are simply forgotten.
+        drop(self.heap.take());
         give_back_buffer(self.region);
     }
 }
@@ -387,9 +564,11 @@ pub fn decode(data: &[u8]) -> (usize, Vec<Op>) {
                 let (Some(a), Some(b), Some(c)) = (byte(), byte(), byte()) else {
                     break;
                 };
-                Op::Alloc {
-                    size: size_from(a, b),
-                    align_shift: c % (MAX_ALIGN_SHIFT + 1),
+                let (size, align_shift) = (size_from(a, b), c % (MAX_ALIGN_SHIFT + 1));
+                if tag % 16 == 5 {
+                    Op::AllocZeroed { size, align_shift }
+                } else {
+                    Op::Alloc { size, align_shift }
                 }
             }
             6..=9 => Op::Free {
