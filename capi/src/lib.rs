@@ -79,7 +79,10 @@ fn alloc_aligned(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 fn object_layout(p: *const u8) -> Option<(Layout, usize)> {
     let usable = HEAP.usable_size(p)?;
     // SAFETY: alignment 1 is a power of two, and an object's usable size fits in `isize`.
-    Some((unsafe { Layout::from_size_align_unchecked(usable, 1) }, usable))
+    Some((
+        unsafe { Layout::from_size_align_unchecked(usable, 1) },
+        usable,
+    ))
 }
 
 /// Free `p` (not null), which C code got from this heap.
@@ -426,7 +429,8 @@ pub struct ForkLock {
 
 /// More than the heap's locks (one per size class and the page heap).
 const MAX_LOCKS: usize = 256;
-static REGISTRY: [AtomicPtr<ForkLock>; MAX_LOCKS] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_LOCKS];
+static REGISTRY: [AtomicPtr<ForkLock>; MAX_LOCKS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_LOCKS];
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 /// Guards the registry; held by a fork from `prepare` to `parent`/`child`.
 static REGISTRY_LOCK: AtomicBool = AtomicBool::new(false);

@@ -53,7 +53,12 @@ impl Ran {
 
 /// Run `cmd` with its output in files under `scratch` (no pipe can fill up), killing it
 /// after `limit`.
-fn run_limited(mut cmd: Command, scratch: &Path, tag: &str, limit: Duration) -> Result<Ran, String> {
+fn run_limited(
+    mut cmd: Command,
+    scratch: &Path,
+    tag: &str,
+    limit: Duration,
+) -> Result<Ran, String> {
     let out_path = scratch.join(format!("{tag}.stdout"));
     let err_path = scratch.join(format!("{tag}.stderr"));
     let out = fs::File::create(&out_path).map_err(|e| e.to_string())?;
@@ -96,7 +101,14 @@ impl Tally {
         match result {
             Ok(note) => {
                 self.passed += 1;
-                println!("capi: {name} ... ok{}", if note.is_empty() { String::new() } else { format!(" ({note})") });
+                println!(
+                    "capi: {name} ... ok{}",
+                    if note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({note})")
+                    }
+                );
             }
             Err(why) => {
                 self.failed += 1;
@@ -120,7 +132,10 @@ fn compile(root: &Path, scratch: &Path, name: &str) -> Result<PathBuf, String> {
     if out.status.success() {
         Ok(exe)
     } else {
-        Err(format!("cc {name}.c failed: {}", String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "cc {name}.c failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
@@ -171,7 +186,10 @@ fn same_with_preload(
         return Err(format!("without LD_PRELOAD: {}", plain.describe()));
     }
     if plain.stdout != pre.stdout {
-        return Err(format!("outputs differ: {}", first_difference(&plain.stdout, &pre.stdout)));
+        return Err(format!(
+            "outputs differ: {}",
+            first_difference(&plain.stdout, &pre.stdout)
+        ));
     }
     Ok((plain, pre))
 }
@@ -208,7 +226,10 @@ fn test_python(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String
     plain.arg(&script).envs(envs).env_remove("LD_PRELOAD");
     let plain = run_limited(plain, scratch, "python-plain", limit)?;
     let mut pre = Command::new(&exe);
-    pre.arg(&script).envs(envs).env("LD_PRELOAD", lib).env("CPUHEAP_STATS", &stats);
+    pre.arg(&script)
+        .envs(envs)
+        .env("LD_PRELOAD", lib)
+        .env("CPUHEAP_STATS", &stats);
     let pre = run_limited(pre, scratch, "python-preload", limit)?;
     if !plain.ok() {
         return Err(format!("without LD_PRELOAD: {}", plain.describe()));
@@ -217,7 +238,10 @@ fn test_python(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String
         return Err(format!("with LD_PRELOAD: {}", pre.describe()));
     }
     if plain.stdout != pre.stdout {
-        return Err(format!("outputs differ: {}", first_difference(&plain.stdout, &pre.stdout)));
+        return Err(format!(
+            "outputs differ: {}",
+            first_difference(&plain.stdout, &pre.stdout)
+        ));
     }
     let allocs = stats_allocs(&stats);
     match allocs.iter().max() {
@@ -225,7 +249,9 @@ fn test_python(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String
             "{} output lines identical; cpuheap served {n} allocations",
             String::from_utf8_lossy(&pre.stdout).lines().count()
         )),
-        _ => Err(format!("preload not in effect: CPUHEAP_STATS shows {allocs:?}")),
+        _ => Err(format!(
+            "preload not in effect: CPUHEAP_STATS shows {allocs:?}"
+        )),
     }
 }
 
@@ -234,11 +260,15 @@ fn git_file_text(i: usize, rev: usize) -> String {
     let mut s = String::new();
     let lines = 20 + (i * 7) % 60;
     for l in 0..lines {
-        let changed = rev > 0 && (l + i) % (rev + 3) == 0;
+        let changed = rev > 0 && (l + i).is_multiple_of(rev + 3);
         s.push_str(&format!(
             "file {i} line {l}: {}{}\n",
             "lorem ipsum dolor sit amet ".repeat(1 + (i + l) % 4),
-            if changed { format!(" edited in revision {rev}") } else { String::new() }
+            if changed {
+                format!(" edited in revision {rev}")
+            } else {
+                String::new()
+            }
         ));
     }
     s
@@ -255,7 +285,14 @@ fn git_session(dir: &Path, preload: Option<(&Path, &Path)>) -> Result<Vec<u8>, S
     let git = |args: &[&str], transcript: &mut Vec<u8>, date: u64| -> Result<(), String> {
         let mut cmd = Command::new("git");
         cmd.current_dir(&repo)
-            .args(["-c", "pack.threads=1", "-c", "gc.auto=0", "-c", "core.pager=cat"])
+            .args([
+                "-c",
+                "pack.threads=1",
+                "-c",
+                "gc.auto=0",
+                "-c",
+                "core.pager=cat",
+            ])
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -281,7 +318,11 @@ fn git_session(dir: &Path, preload: Option<(&Path, &Path)>) -> Result<Vec<u8>, S
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!("git {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+            Err(format!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
         }
     };
     const FILES: usize = 300;
@@ -295,7 +336,11 @@ fn git_session(dir: &Path, preload: Option<(&Path, &Path)>) -> Result<Vec<u8>, S
         write(i, 0)?;
     }
     git(&["add", "-A"], &mut transcript, date)?;
-    git(&["commit", "-q", "-m", "initial import"], &mut transcript, date)?;
+    git(
+        &["commit", "-q", "-m", "initial import"],
+        &mut transcript,
+        date,
+    )?;
     for rev in 1..=6 {
         date += 3600;
         for i in (rev..FILES).step_by(rev + 4) {
@@ -310,15 +355,31 @@ fn git_session(dir: &Path, preload: Option<(&Path, &Path)>) -> Result<Vec<u8>, S
             git(&["rm", "-q", "src/d5/f5.txt"], &mut transcript, date)?;
         }
         git(&["add", "-A"], &mut transcript, date)?;
-        git(&["commit", "-q", "-m", &format!("revision {rev}")], &mut transcript, date)?;
+        git(
+            &["commit", "-q", "-m", &format!("revision {rev}")],
+            &mut transcript,
+            date,
+        )?;
         if rev == 4 {
-            git(&["tag", "-a", "v1", "-m", "version one"], &mut transcript, date)?;
-            git(&["checkout", "-q", "-b", "side", "HEAD~2"], &mut transcript, date)?;
+            git(
+                &["tag", "-a", "v1", "-m", "version one"],
+                &mut transcript,
+                date,
+            )?;
+            git(
+                &["checkout", "-q", "-b", "side", "HEAD~2"],
+                &mut transcript,
+                date,
+            )?;
             let side = repo.join("src/d7/f7.txt");
             let text = fs::read_to_string(&side).map_err(|e| e.to_string())?;
             fs::write(&side, format!("{text}a line from the side branch\n"))
                 .map_err(|e| e.to_string())?;
-            git(&["commit", "-q", "-a", "-m", "side change"], &mut transcript, date)?;
+            git(
+                &["commit", "-q", "-a", "-m", "side change"],
+                &mut transcript,
+                date,
+            )?;
             git(&["checkout", "-q", "main"], &mut transcript, date)?;
             git(&["merge", "-q", "--no-edit", "side"], &mut transcript, date)?;
         }
@@ -351,7 +412,10 @@ fn git_session(dir: &Path, preload: Option<(&Path, &Path)>) -> Result<Vec<u8>, S
             idx.sort();
             let mut a: Vec<String> = vec!["verify-pack".into(), "-s".into()];
             a.extend(idx.iter().map(|p| {
-                format!(".git/objects/pack/{}", p.file_name().unwrap().to_string_lossy())
+                format!(
+                    ".git/objects/pack/{}",
+                    p.file_name().unwrap().to_string_lossy()
+                )
             }));
             let a: Vec<&str> = a.iter().map(String::as_str).collect();
             git(&a, &mut transcript, date)?;
@@ -371,12 +435,18 @@ fn test_git(lib: &Path, scratch: &Path) -> Result<String, String> {
     let plain = git_session(&scratch.join("git-plain"), None)?;
     let pre = git_session(&scratch.join("git-preload"), Some((lib, &stats)))?;
     if plain != pre {
-        return Err(format!("transcripts differ: {}", first_difference(&plain, &pre)));
+        return Err(format!(
+            "transcripts differ: {}",
+            first_difference(&plain, &pre)
+        ));
     }
     let allocs = stats_allocs(&stats);
     let busy = allocs.iter().filter(|&&n| n > 0).count();
     if busy < 20 {
-        return Err(format!("preload not in effect: {} processes reported statistics", busy));
+        return Err(format!(
+            "preload not in effect: {} processes reported statistics",
+            busy
+        ));
     }
     Ok(format!(
         "{} bytes of transcript identical; {busy} git processes served by cpuheap, {} allocations",
@@ -426,22 +496,49 @@ pub fn run() -> Result<(usize, usize), String> {
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
 
-    let mut t = Tally { passed: 0, failed: 0 };
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+    };
     t.record(
         "build warns of no output filename collision",
         if build_err.contains("collision") || build_err.contains("warning") {
-            Err(build_err.lines().filter(|l| l.contains("warning")).collect::<Vec<_>>().join("; "))
+            Err(build_err
+                .lines()
+                .filter(|l| l.contains("warning"))
+                .collect::<Vec<_>>()
+                .join("; "))
         } else {
             Ok(String::new())
         },
     );
     let started = Instant::now();
-    t.record("C semantics through the C symbols (semantics.c, preloaded)", test_semantics(&root, &lib, &scratch));
-    t.record("python3 workload: same output with and without LD_PRELOAD", test_python(&root, &lib, &scratch));
-    t.record("git on a scratch repository: same transcript with and without LD_PRELOAD", test_git(&lib, &scratch));
-    t.record("cross-thread frees (threads.c): same output with and without LD_PRELOAD", test_threads(&root, &lib, &scratch));
-    t.record("fork in a multi-threaded program (fork.c, preloaded)", test_fork(&root, &lib, &scratch));
-    println!("capi: {} passed, {} failed in {:.1} s", t.passed, t.failed, started.elapsed().as_secs_f64());
+    t.record(
+        "C semantics through the C symbols (semantics.c, preloaded)",
+        test_semantics(&root, &lib, &scratch),
+    );
+    t.record(
+        "python3 workload: same output with and without LD_PRELOAD",
+        test_python(&root, &lib, &scratch),
+    );
+    t.record(
+        "git on a scratch repository: same transcript with and without LD_PRELOAD",
+        test_git(&lib, &scratch),
+    );
+    t.record(
+        "cross-thread frees (threads.c): same output with and without LD_PRELOAD",
+        test_threads(&root, &lib, &scratch),
+    );
+    t.record(
+        "fork in a multi-threaded program (fork.c, preloaded)",
+        test_fork(&root, &lib, &scratch),
+    );
+    println!(
+        "capi: {} passed, {} failed in {:.1} s",
+        t.passed,
+        t.failed,
+        started.elapsed().as_secs_f64()
+    );
     if t.failed == 0 {
         let _ = fs::remove_dir_all(&scratch);
     } else {
