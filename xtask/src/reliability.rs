@@ -106,6 +106,7 @@ pub fn fuzz_short(secs: u64) -> Result<(usize, usize), String> {
         .args(["+nightly", "fuzz", "run", "heap_ops", "--"])
         .arg(format!("-max_total_time={secs}"))
         .arg("-max_len=4096")
+        .arg("-len_control=0")
         .arg("-print_final_stats=1")
         .current_dir(root())
         .status()
