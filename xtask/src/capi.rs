@@ -118,22 +118,29 @@ impl Tally {
     }
 }
 
-/// Compile one of `capi/tests/c/*.c` into `scratch`.
-fn compile(root: &Path, scratch: &Path, name: &str) -> Result<PathBuf, String> {
-    let src = root.join("capi/tests/c").join(format!("{name}.c"));
+/// Compile `capi/tests/c/<file>` into `scratch` (`cc`, or `c++` for `.cc`).
+fn compile(root: &Path, scratch: &Path, file: &str) -> Result<PathBuf, String> {
+    let src = root.join("capi/tests/c").join(file);
+    let (name, compiler) = match file.strip_suffix(".cc") {
+        Some(stem) => (stem, "c++"),
+        None => (file.trim_end_matches(".c"), "cc"),
+    };
     let exe = scratch.join(name);
-    let out = Command::new("cc")
-        .args(["-O2", "-fno-builtin", "-Wall", "-pthread", "-o"])
+    let mut cmd = Command::new(compiler);
+    cmd.args(["-O2", "-fno-builtin", "-Wall", "-pthread", "-o"])
         .arg(&exe)
-        .arg(&src)
-        .arg("-ldl")
+        .arg(&src);
+    if compiler == "cc" {
+        cmd.arg("-ldl");
+    }
+    let out = cmd
         .output()
-        .map_err(|e| format!("cannot run cc: {e}"))?;
+        .map_err(|e| format!("cannot run {compiler}: {e}"))?;
     if out.status.success() {
         Ok(exe)
     } else {
         Err(format!(
-            "cc {name}.c failed: {}",
+            "{compiler} {file} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ))
     }
@@ -194,11 +201,11 @@ fn same_with_preload(
     Ok((plain, pre))
 }
 
-fn test_semantics(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
-    let exe = compile(root, scratch, "semantics")?;
+fn test_semantics(root: &Path, lib: &Path, scratch: &Path, tag: &str) -> Result<String, String> {
+    let exe = compile(root, scratch, "semantics.c")?;
     let mut cmd = Command::new(exe);
     cmd.env("LD_PRELOAD", lib);
-    let ran = run_limited(cmd, scratch, "semantics", Duration::from_secs(60))?;
+    let ran = run_limited(cmd, scratch, tag, Duration::from_secs(60))?;
     let out = String::from_utf8_lossy(&ran.stdout).to_string();
     let checks = out.lines().filter(|l| l.starts_with("ok ")).count();
     let failures: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL ")).collect();
@@ -455,14 +462,14 @@ fn test_git(lib: &Path, scratch: &Path) -> Result<String, String> {
     ))
 }
 
-fn test_threads(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
-    let exe = compile(root, scratch, "threads")?;
-    let (_, pre) = same_with_preload(&exe, lib, scratch, "threads", &[], Duration::from_secs(60))?;
+fn test_threads(root: &Path, lib: &Path, scratch: &Path, tag: &str) -> Result<String, String> {
+    let exe = compile(root, scratch, "threads.c")?;
+    let (_, pre) = same_with_preload(&exe, lib, scratch, tag, &[], Duration::from_secs(60))?;
     Ok(String::from_utf8_lossy(&pre.stdout).trim().to_string())
 }
 
 fn test_fork(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
-    let exe = compile(root, scratch, "fork")?;
+    let exe = compile(root, scratch, "fork.c")?;
     let mut cmd = Command::new(exe);
     cmd.env("LD_PRELOAD", lib);
     let ran = run_limited(cmd, scratch, "fork", Duration::from_secs(60))?;
@@ -471,6 +478,69 @@ fn test_fork(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> 
     } else {
         Err(ran.describe())
     }
+}
+
+fn test_cxx(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
+    let exe = compile(root, scratch, "cxx.cc")?;
+    let (_, pre) = same_with_preload(&exe, lib, scratch, "cxx", &[], Duration::from_secs(60))?;
+    Ok(String::from_utf8_lossy(&pre.stdout).trim().to_string())
+}
+
+/// `misuse <what>` must abort with `message` on stderr.
+fn test_misuse(
+    root: &Path,
+    lib: &Path,
+    scratch: &Path,
+    what: &str,
+    message: &str,
+) -> Result<String, String> {
+    let exe = compile(root, scratch, "misuse.c")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(what).env("LD_PRELOAD", lib);
+    let ran = run_limited(
+        cmd,
+        scratch,
+        &format!("misuse-{what}"),
+        Duration::from_secs(30),
+    )?;
+    let err = String::from_utf8_lossy(&ran.stderr);
+    if ran.status.is_none() && !ran.timed_out && err.contains(message) {
+        Ok(err
+            .lines()
+            .find(|l| l.contains(message))
+            .unwrap_or("")
+            .to_string())
+    } else {
+        Err(format!(
+            "expected an abort with {message:?}: {}",
+            ran.describe()
+        ))
+    }
+}
+
+/// Build the library with the core's checked mode into `target/capi-checked/`.
+fn build_checked(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "cpuheap-capi",
+            "--features",
+            "checked",
+        ])
+        .args(["--target-dir", "target/capi-checked"])
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "checked build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(root.join("target/capi-checked/release/libcpuheap.so"))
 }
 
 /// Build the library, run every C ABI test, print a line per test; `(passed, failed)`.
@@ -501,11 +571,11 @@ pub fn run() -> Result<(usize, usize), String> {
         failed: 0,
     };
     t.record(
-        "build warns of no output filename collision",
-        if build_err.contains("collision") || build_err.contains("warning") {
+        "build: no output filename collision (target/release/libcpuheap.so)",
+        if build_err.contains("collision") {
             Err(build_err
                 .lines()
-                .filter(|l| l.contains("warning"))
+                .filter(|l| l.contains("collision"))
                 .collect::<Vec<_>>()
                 .join("; "))
         } else {
@@ -515,7 +585,7 @@ pub fn run() -> Result<(usize, usize), String> {
     let started = Instant::now();
     t.record(
         "C semantics through the C symbols (semantics.c, preloaded)",
-        test_semantics(&root, &lib, &scratch),
+        test_semantics(&root, &lib, &scratch, "semantics"),
     );
     t.record(
         "python3 workload: same output with and without LD_PRELOAD",
@@ -527,12 +597,47 @@ pub fn run() -> Result<(usize, usize), String> {
     );
     t.record(
         "cross-thread frees (threads.c): same output with and without LD_PRELOAD",
-        test_threads(&root, &lib, &scratch),
+        test_threads(&root, &lib, &scratch, "threads"),
     );
     t.record(
         "fork in a multi-threaded program (fork.c, preloaded)",
         test_fork(&root, &lib, &scratch),
     );
+    t.record(
+        "C++ new/delete, aligned new, bad_alloc (cxx.cc): same output with and without LD_PRELOAD",
+        test_cxx(&root, &lib, &scratch),
+    );
+    t.record(
+        "free of a foreign pointer aborts with a message (misuse.c)",
+        test_misuse(
+            &root,
+            &lib,
+            &scratch,
+            "foreign",
+            "not allocated by this heap",
+        ),
+    );
+    match build_checked(&root) {
+        Ok(checked) => {
+            t.record(
+                "checked build: C semantics (semantics.c)",
+                test_semantics(&root, &checked, &scratch, "semantics-checked"),
+            );
+            t.record(
+                "checked build: cross-thread frees (threads.c)",
+                test_threads(&root, &checked, &scratch, "threads-checked"),
+            );
+            t.record(
+                "checked build: double free aborts with a message (misuse.c)",
+                test_misuse(&root, &checked, &scratch, "double", "double free"),
+            );
+            t.record(
+                "checked build: interior pointer aborts with a message (misuse.c)",
+                test_misuse(&root, &checked, &scratch, "interior", "interior pointer"),
+            );
+        }
+        Err(e) => t.record("checked build (cargo build --features checked)", Err(e)),
+    }
     println!(
         "capi: {} passed, {} failed in {:.1} s",
         t.passed,
