@@ -107,8 +107,9 @@ unsafe fn realloc_impl(p: *mut u8, n: usize) -> *mut u8 {
         return alloc_aligned(n, 1, false);
     }
     let Some((layout, usable)) = object_layout(p) else {
-        // Not a live object: let `free` report it (it does not return).
-        // SAFETY: none; the heap's fatal hook aborts.
+        // Not a live object: `deallocate` reports it to the fatal hook, which prints and
+        // aborts, so nothing is freed.
+        // SAFETY: `free_impl` frees nothing for a pointer the heap does not hold live.
         unsafe { free_impl(p) };
         return ptr::null_mut();
     };
