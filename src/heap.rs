@@ -283,7 +283,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 self.count_slot_op(&g, class_size(class), true);
                 return obj.cast();
             }
-            return self.refill(&g, class);
+            return self.refill(g, class);
         }
         self.alloc_fallback(class)
     }
@@ -315,7 +315,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     /// The slot's list for `class` is empty: take a batch from the central cache.
     #[inline(never)]
-    fn refill(&self, g: &SlotGuard<'_>, class: usize) -> *mut u8 {
+    fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
+        // The guard is taken by value so that the fast path need not spill it to the stack.
+        let g = &g;
         let batch = batch_objects(class, self.cfg.batch_bytes);
         let want = {
             let list = &g.cache().lists[class];
@@ -453,20 +455,28 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[inline]
     pub unsafe fn deallocate(&self, ptr: *mut u8, layout: Layout) {
         let addr = ptr as usize;
-        let Some(pr) = self.map.page(addr, self.page_shift) else {
+        let Some(tag) = self.map.class_of(addr, self.page_shift) else {
             self.fault(FaultKind::ForeignPointer, addr);
         };
-        let tag = pr.class.load(Ordering::Relaxed);
         if is_small(tag) {
             #[cfg(feature = "checked")]
-            self.check_free(&pr, addr, layout, true);
+            if let Some(pr) = self.map.page(addr, self.page_shift) {
+                self.check_free(&pr, addr, layout, true);
+            }
             #[cfg(not(feature = "checked"))]
             let _ = layout;
             self.free_small(ptr.cast(), tag as usize);
-        } else if tag == CLASS_LARGE {
-            self.free_large(&pr, addr, layout);
         } else {
-            self.bad_page(tag, addr);
+            self.free_page_span(tag, addr, layout);
+        }
+    }
+
+    /// Free a pointer whose page is not a small-object page: a large span, or a fault.
+    #[cold]
+    fn free_page_span(&self, tag: u8, addr: usize, layout: Layout) {
+        match self.map.page(addr, self.page_shift) {
+            Some(pr) if tag == CLASS_LARGE => self.free_large(&pr, addr, layout),
+            _ => self.bad_page(tag, addr),
         }
     }
 
@@ -495,7 +505,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             unsafe { list.push(obj) };
             self.count_slot_op(&g, class_size(class), false);
             if list.len > list.max_len {
-                self.flush(&g, class);
+                self.flush(g, class);
             }
             return;
         }
@@ -512,7 +522,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// within its byte budget. (The budget is enforced here and on refills, the only places
     /// where a slot's cache can grow past it, which keeps the check off the fast path.)
     #[inline(never)]
-    fn flush(&self, g: &SlotGuard<'_>, class: usize) {
+    fn flush(&self, g: SlotGuard<'_>, class: usize) {
+        let g = &g;
         let list = &mut g.cache().lists[class];
         let batch = batch_objects(class, self.cfg.batch_bytes);
         // SAFETY: we hold the slot.

@@ -82,6 +82,14 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
     /// The entries of the page holding `addr`, or `None` if no covered run holds it.
     #[doc(hidden)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>>;
+
+    /// The class byte of the page holding `addr` (what the free fast path needs), or `None`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        self.page(addr, page_shift)
+            .map(|p| p.class.load(Ordering::Relaxed))
+    }
 }
 
 /// A page map over at most `N` runs, each covered by a flat array: the right choice when the
@@ -174,15 +182,37 @@ impl<const N: usize> PageMap for FlatMap<N> {
         };
         let run = &self.runs[n];
         run.base.store(base, Ordering::Relaxed);
-        run.len.store(pages << page_shift, Ordering::Relaxed);
         run.classes
             .store(classes.as_ptr().cast(), Ordering::Relaxed);
         run.spans.store(spans.as_ptr().cast(), Ordering::Relaxed);
         #[cfg(feature = "checked")]
         run.live.store(live.as_ptr().cast(), Ordering::Relaxed);
-        // Publishes the run's fields to lock-free readers.
+        // A nonzero length publishes the run's fields to readers that look at this run
+        // directly (run 0, on the fast path); the count publishes it to the walk.
+        run.len.store(pages << page_shift, Ordering::Release);
         self.count.store(n + 1, Ordering::Release);
         true
+    }
+
+    #[inline(always)]
+    fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        // Run 0 first, without the count: its length is 0 until it is published, and most
+        // heaps have one run.
+        if let Some(run) = self.runs.first() {
+            // Length first (Acquire), then the fields it publishes.
+            let len = run.len.load(Ordering::Acquire);
+            let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
+            if off < len {
+                // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load
+                // of the nonzero length saw the array published.
+                return Some(unsafe {
+                    (*run.classes.load(Ordering::Relaxed).add(off >> page_shift))
+                        .load(Ordering::Relaxed)
+                });
+            }
+        }
+        self.page(addr, page_shift)
+            .map(|p| p.class.load(Ordering::Relaxed))
     }
 
     #[inline(always)]
