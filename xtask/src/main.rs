@@ -2,7 +2,10 @@
 
 use std::process::{Command, ExitCode, Stdio};
 
+mod bench;
+mod capi;
 mod qemu;
+mod reliability;
 
 /// Bare-metal targets the core must build for, with the features each needs.
 const CROSS_TARGETS: &[(&str, &str)] = &[
@@ -25,6 +28,14 @@ fn main() -> ExitCode {
             }
         }),
         Some("targets") => ensure_targets(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("capi") => capi::run().and_then(|(p, f)| summary(p, f)),
+        Some("fuzz") => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
+            reliability::fuzz_short(secs).and_then(|(p, f)| summary(p, f))
+        }
+        Some("loom") => reliability::loom().and_then(|(p, f)| summary(p, f)),
+        Some("asan") => reliability::asan().and_then(|(p, f)| summary(p, f)),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -32,6 +43,11 @@ fn main() -> ExitCode {
                  test      run every test: host unit/integration tests (plain and checked),\n            \
                  cross builds for the bare-metal targets, and the QEMU suites\n  \
                  qemu      run the QEMU suites only\n  \
+                 capi      build libcpuheap.so and run the C ABI and LD_PRELOAD tests\n  \
+                 fuzz [S]  run the cargo-fuzz target for S seconds (default 60)\n  \
+                 loom      run the loom models of the concurrency protocol\n  \
+                 asan      run the host tests under AddressSanitizer (nightly)\n  \
+                 bench     compare against other allocators (see benches/README.md)\n  \
                  targets   install the Rust targets the tests need"
             );
             Err("no command".into())
@@ -190,6 +206,20 @@ fn test(args: &[String]) -> Result<(), String> {
         );
         add(if ok { (1, 0) } else { (0, 1) });
     }
+    let mut run = |label: &str, r: Result<(usize, usize), String>| {
+        println!("\n=== {label}");
+        match r {
+            Ok(x) => add(x),
+            Err(e) => {
+                eprintln!("xtask {label}: {e}");
+                add((0, 1));
+            }
+        }
+    };
+    run("C ABI (libcpuheap.so, LD_PRELOAD)", capi::run());
+    run("loom models", reliability::loom());
+    run("fuzzing, 60 s", reliability::fuzz_short(60));
+    run("AddressSanitizer", reliability::asan());
     if !skip_qemu {
         println!("\n=== QEMU suites");
         match qemu::run() {
