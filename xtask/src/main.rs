@@ -35,6 +35,10 @@ fn main() -> ExitCode {
             reliability::fuzz_short(secs).and_then(|(p, f)| summary(p, f))
         }
         Some("loom") => reliability::loom().and_then(|(p, f)| summary(p, f)),
+        Some("soak") => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600);
+            reliability::soak(secs).and_then(|(p, f)| summary(p, f))
+        }
         Some("asan") => reliability::asan().and_then(|(p, f)| summary(p, f)),
         _ => {
             eprintln!(
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
                  capi      build libcpuheap.so and run the C ABI and LD_PRELOAD tests\n  \
                  fuzz [S]  run the cargo-fuzz target for S seconds (default 60)\n  \
                  loom      run the loom models of the concurrency protocol\n  \
+                 soak [S]  run the multi-threaded soak test for S seconds (default 600)\n  \
                  asan      run the host tests under AddressSanitizer (nightly)\n  \
                  bench     compare against other allocators (see benches/README.md)\n  \
                  targets   install the Rust targets the tests need"
