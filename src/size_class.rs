@@ -121,21 +121,36 @@ pub fn class_for(size: usize, align: usize, max_small: usize) -> Option<usize> {
     }
 }
 
-/// Pages per span for `class`: the fewest pages that hold one object, span at least
-/// `min_span_bytes`, and leave at most 1/8 of the span as tail waste. `min_span_bytes` weighs the
-/// span record (28 bytes on 32-bit targets, 48 on 64-bit) against the memory a class holds on
-/// to in a small heap: 4 KiB keeps records near 1%; a tiny heap wants one page.
+/// Pages per span for `class`. The span holds at least one object, spans at least
+/// `min_span_bytes`, and wastes little at its tail: among lengths from the shortest `n0` up to
+/// `2 * n0` (or the first that wastes at most 1/8, if longer), the first that wastes at most
+/// 1/64, else the one that wastes least. So a 18 KiB class takes 9 pages holding two objects
+/// (no waste) rather than 5 pages holding one (10% waste), while a tiny heap's 40-byte class
+/// keeps its one-page span.
+///
+/// `min_span_bytes` weighs the span record (28 bytes on 32-bit targets, 48 on 64-bit) against
+/// the memory a class holds on to in a small heap: 4 KiB keeps records near 1%; a tiny heap
+/// wants one page.
 pub fn span_pages(class: usize, page_size: usize, min_span_bytes: usize) -> usize {
     let size = class_size(class);
-    let floor = min_span_bytes;
-    let mut pages = floor.max(size).div_ceil(page_size);
-    loop {
-        let bytes = pages * page_size;
-        if (bytes % size) * 8 <= bytes {
-            return pages;
-        }
-        pages += 1;
+    let waste = |pages: usize| (pages * page_size) % size;
+    let n0 = min_span_bytes.max(size).div_ceil(page_size);
+    let mut eighth = n0;
+    while waste(eighth) * 8 > eighth * page_size {
+        eighth += 1;
     }
+    let hi = eighth.max(2 * n0);
+    let mut best = n0;
+    for n in n0..=hi {
+        if waste(n) * 64 <= n * page_size {
+            return n;
+        }
+        // Compare waste fractions without division: w(n)/n < w(best)/best.
+        if waste(n) * best < waste(best) * n {
+            best = n;
+        }
+    }
+    best
 }
 
 /// Objects moved between a CPU cache and the central cache in one batch: about `batch_bytes`
@@ -223,6 +238,9 @@ mod tests {
         assert_eq!(span_pages(class_of_size(8), 256, 0), 1);
         assert_eq!(span_pages(class_of_size(8), 4096, 4096), 1);
         assert_eq!(span_pages(class_of_size(2048), 256, 512), 8);
+        assert_eq!(span_pages(class_of_size(18432), 4096, 4096), 9);
+        assert_eq!(span_pages(class_of_size(40), 256, 256), 1);
+        assert_eq!(span_pages(class_of_size(1152), 4096, 4096), 2);
     }
 
     #[test]
