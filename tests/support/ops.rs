@@ -479,6 +479,9 @@ impl<S: Source> Harness<S> {
             }
             Op::Release => {
                 self.heap().drain_all_cpus();
+                // Give every idle free page back to the source (a no-op for sources that
+                // cannot take memory back).
+                self.heap().release_idle_pages();
                 let s = self.heap().stats();
                 assert_eq!(s.cpu_cache_bytes, 0, "drained slots still cache: {s:?}");
                 if self.live.is_empty() {
