@@ -61,14 +61,15 @@ struct Opts {
     workloads: Vec<Wl>,
     kinds: Vec<Kind>,
     out: Option<PathBuf>,
+    name: String,
     eff_bytes: usize,
 }
 
 const HELP: &str =
     "cpuheap-bench [--quick] [--runs N] [--window-ms MS] [--only a,b,c,d1,d2,f1,f2,e]
-              [--alloc NAME,NAME...] [--eff-mib MIB] [--out DIR]
+              [--alloc NAME,NAME...] [--eff-mib MIB] [--out DIR] [--name NAME]
   --quick      3 runs, short windows (about 1-2 minutes)
-  --out DIR    also write DIR/latest.md and DIR/latest.svg
+  --out DIR    also write DIR/NAME.md and DIR/NAME.svg (NAME from --name, default latest)
 workloads: a small churn 1T, b small churn 2T, c producer/consumer, d1/d2 mixed actions 1T/2T,
            f1/f2 alloc/free latency 1T/2T, e heap efficiency on a fixed region (bare-metal only)";
 
@@ -84,6 +85,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             .filter(|k| k.available())
             .collect(),
         out: None,
+        name: "latest".to_string(),
         eff_bytes: 16 << 20,
     };
     let mut it = args.iter();
@@ -120,6 +122,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 }
             }
             "--out" => o.out = Some(PathBuf::from(val()?)),
+            "--name" => o.name = val()?,
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -258,13 +261,13 @@ fn main() {
     println!("{md}");
     if let Some(dir) = &o.out {
         std::fs::create_dir_all(dir).expect("create output dir");
-        std::fs::write(dir.join("latest.md"), &md).expect("write latest.md");
-        std::fs::write(dir.join("latest.svg"), chart(&o, &res)).expect("write latest.svg");
-        eprintln!(
-            "wrote {} and {}",
-            dir.join("latest.md").display(),
-            dir.join("latest.svg").display()
+        let (md_path, svg_path) = (
+            dir.join(format!("{}.md", o.name)),
+            dir.join(format!("{}.svg", o.name)),
         );
+        std::fs::write(&md_path, &md).expect("write markdown");
+        std::fs::write(&svg_path, chart(&o, &res)).expect("write svg");
+        eprintln!("wrote {} and {}", md_path.display(), svg_path.display());
     }
 }
 

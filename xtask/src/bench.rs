@@ -18,7 +18,8 @@ use std::process::Command;
 
 const USAGE: &str =
     "cargo xtask bench [--quick] [--callgrind | --no-callgrind] [--size BYTES] [HARNESS ARGS...]
-  --quick          3 short runs (about 1-2 minutes)
+  --quick          3 short runs (about 1 minute); writes benches/results/quick.{md,svg}
+                   instead of latest.{md,svg}
   --callgrind      only the callgrind instruction count of the alloc+free fast path
   --no-callgrind   skip the instruction count
   --size BYTES     object size of the fast-path probe (default 32)
@@ -50,6 +51,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut only_callgrind = false;
     let mut size = 32usize;
     let mut pass: Vec<String> = Vec::new();
+    let mut name = "latest";
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -60,6 +62,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .next()
                     .and_then(|s| s.parse().ok())
                     .ok_or("--size needs a number of bytes")?
+            }
+            "--quick" => {
+                name = "quick";
+                pass.push(a.clone());
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -82,6 +88,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         cmd.args(&pass)
             .arg("--out")
             .arg(&results)
+            .args(["--name", name])
             .current_dir(&root);
         eprintln!("+ {:?}", cmd);
         let st = cmd
@@ -98,7 +105,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 std::fs::write(results.join("callgrind.md"), &md)
                     .map_err(|e| format!("write callgrind.md: {e}"))?;
                 if !only_callgrind {
-                    let latest = results.join("latest.md");
+                    let latest = results.join(format!("{name}.md"));
                     let mut s = std::fs::read_to_string(&latest).unwrap_or_default();
                     s.push('\n');
                     s.push_str(&md);
@@ -111,8 +118,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     eprintln!(
         "results: {} {}",
-        results.join("latest.md").display(),
-        results.join("latest.svg").display()
+        results.join(format!("{name}.md")).display(),
+        results.join(format!("{name}.svg")).display()
     );
     Ok(())
 }
