@@ -484,9 +484,10 @@ fn chart(o: &Opts, r: &Results) -> String {
     report::svg(
         "cpuheap vs peers",
         &format!(
-            "{} · {} runs · median of same-run ratios",
+            "{} · {} runs · median of same-run ratios · 2-thread CPU probe {}x (2.00 = idle)",
             report::machine(),
-            o.runs
+            o.runs,
+            cell(median(&r.scaling), 2)
         ),
         &rows,
     )
