@@ -48,7 +48,7 @@ impl Chain {
 /// One class's list of spans with free objects. Guarded by the class's lock.
 pub(crate) struct CentralList {
     /// Doubly linked through `Span::next`/`prev`; every span here has a free object.
-    head: *mut Span,
+    pub(crate) head: *mut Span,
     /// Spans of this class in use (in the list or full).
     pub(crate) spans: usize,
 }
@@ -182,7 +182,8 @@ impl<R: RawMutex> CentralClass<R> {
         self.free_objects.store(free, Ordering::Relaxed);
     }
 
-    /// Walk the class's spans in the list (for invariant checks).
+    /// Walk the class's spans in the list.
+    #[cfg(test)]
     pub(crate) fn for_each_listed(&self, mut f: impl FnMut(&Span)) {
         let list = self.list.lock();
         let mut s = list.head;

@@ -157,8 +157,8 @@ pub(crate) fn bump(c: &AtomicUsize, n: usize) {
 /// A CPU slot: try-lock, lists and counters, on its own cache line.
 #[cfg_attr(target_pointer_width = "64", repr(align(64)))]
 pub(crate) struct CpuSlot {
-    lock: TryLock,
-    cache: UnsafeCell<SlotCache>,
+    pub(crate) lock: TryLock,
+    pub(crate) cache: UnsafeCell<SlotCache>,
     pub(crate) stats: SlotStats,
 }
 

@@ -867,34 +867,66 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     }
 
     /// Check the heap's invariants. Meant for tests and checked builds: it takes every lock,
-    /// and fails with "CPU slot in use" if another thread is inside the heap.
+    /// and fails with "CPU slot in use" if another thread is inside the heap. It keeps no
+    /// per-class tables, so its stack frame stays small on microcontrollers.
     ///
     /// It verifies that
-    /// - every cached object lies in a span of its class, at an object boundary;
+    /// - every cached object lies in a span of its class, at a carved object boundary, and
+    ///   the slots' list lengths and cached-byte counters match their lists;
     /// - the bitmap, the span records and the page map agree page by page, and the free-page
-    ///   counts match the bitmap;
-    /// - every span with a free object is in its central list and no other is, and no span
-    ///   whose objects have all come back is left outside the page heap (free neighbours are
-    ///   merged by construction: free space is the bitmap itself);
-    /// - objects are conserved: for every class, the objects handed out of its spans equal
-    ///   the objects cached in CPU slots plus those in use, and in-use bytes match the
-    ///   statistics.
+    ///   and span-page counters match;
+    /// - every span with a free object is in its class's central list and no other is, each
+    ///   class's free-object counter matches its listed spans, and no span whose objects have
+    ///   all come back is left outside the page heap (free neighbours are merged by
+    ///   construction: free space is the bitmap itself);
+    /// - objects are conserved: the bytes handed out of spans equal the bytes cached in CPU
+    ///   slots plus the bytes in use, which match the statistics.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
-        let mut guards: heapless::Vec<SlotGuard<'_>, CPUS> = heapless::Vec::new();
+        let mut taken = 0;
         for slot in &self.slots {
-            match slot.try_lock() {
-                Some(g) => {
-                    let _ = guards.push(g);
-                }
-                None => return broken("CPU slot in use", 0),
+            if !slot.lock.try_lock() {
+                self.unlock_slots(taken);
+                return broken("CPU slot in use", 0);
             }
+            taken += 1;
         }
+        // Central locks in class order, then the page heap (the lock order).
+        for c in self.central.iter().skip(1) {
+            // Released below with `force_unlock`; no guard table on the stack.
+            core::mem::forget(c.list.lock());
+        }
+        let r = self.check_locked();
+        for c in self.central.iter().skip(1) {
+            // SAFETY: locked above by this function, whose guards were forgotten.
+            unsafe { c.list.force_unlock() };
+        }
+        self.unlock_slots(taken);
+        let small_in_use = r?;
+        if small_in_use != self.stats().in_use_bytes {
+            return broken(
+                "objects not conserved: in-use bytes disagree with the spans",
+                small_in_use,
+            );
+        }
+        Ok(())
+    }
+
+    fn unlock_slots(&self, n: usize) {
+        for slot in &self.slots[..n] {
+            slot.lock.unlock();
+        }
+    }
+
+    /// The checks of [`check_invariants`](Self::check_invariants), with every slot and
+    /// central lock held. Returns the bytes in use according to the spans and the caches.
+    fn check_locked(&self) -> Result<usize, InvariantError> {
         let page = self.page_size();
-        // Objects cached per class, and cached bytes per slot.
-        let mut cached = [0usize; NUM_CLASSES];
-        for g in &guards {
+        let mut cached_bytes = 0usize;
+        for slot in &self.slots {
+            // SAFETY: the caller holds every slot's lock.
+            let cache = unsafe { &*slot.cache.get() };
             let mut bytes = 0;
-            for (class, list) in g.cache().lists.iter().enumerate().skip(1) {
+            for (class, list) in cache.lists.iter().enumerate().skip(1) {
                 let mut n = 0usize;
                 let mut o = list.head;
                 while !o.is_null() {
@@ -909,38 +941,43 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 if n != list.len as usize {
                     return broken("CPU list shorter than its count", class);
                 }
-                cached[class] += n;
                 bytes += n * class_size(class);
             }
-            if bytes != g.slot.stats.cached_bytes.load(Ordering::Relaxed) {
+            if bytes != slot.stats.cached_bytes.load(Ordering::Relaxed) {
                 return broken("CPU cached-byte counter disagrees with its lists", bytes);
             }
+            cached_bytes += bytes;
         }
-        // Central lists, then the page heap (the lock order).
-        let mut listed = [0usize; NUM_CLASSES];
+        // Each class's listed spans: free objects present, flag set, counter matches.
+        let (mut listed, mut list_spans) = (0usize, 0usize);
         for (class, c) in self.central.iter().enumerate().skip(1) {
-            let mut bad = None;
-            c.for_each_listed(|s| {
-                listed[class] += 1;
-                if !s.has_free()
-                    || !s.flags.contains(SpanFlags::IN_CENTRAL)
-                    || s.class as usize != class
+            // SAFETY: the caller holds every central lock.
+            let list = unsafe { &*c.list.data_ptr() };
+            list_spans += list.spans;
+            let mut free = 0usize;
+            let mut s = list.head;
+            // SAFETY: listed spans are live records.
+            while let Some(span) = unsafe { s.as_ref() } {
+                listed += 1;
+                if !span.has_free()
+                    || !span.flags.contains(SpanFlags::IN_CENTRAL)
+                    || span.class as usize != class
                 {
-                    bad = Some(s.start);
+                    return broken("central list holds a span without free objects", span.start);
                 }
-            });
-            if let Some(at) = bad {
-                return broken("central list holds a span without free objects", at);
+                free += self.check_span(span)? + (span.capacity - span.carved) as usize;
+                s = span.next;
+            }
+            if c.free_objects.load(Ordering::Relaxed) != free {
+                return broken(
+                    "central free-object counter disagrees with the spans",
+                    class,
+                );
             }
         }
-        let locks: heapless::Vec<_, NUM_CLASSES> =
-            self.central.iter().map(|c| c.list.lock()).collect();
         let ph = self.page_heap.lock();
-        let mut handed = [0usize; NUM_CLASSES];
-        let mut free_objs = [0usize; NUM_CLASSES];
-        let mut in_central = [0usize; NUM_CLASSES];
-        let mut spans = [0usize; NUM_CLASSES];
-        let (mut free_pages, mut span_pages, mut large_bytes) = (0usize, 0usize, 0usize);
+        let (mut spans, mut with_free, mut handed_bytes) = (0usize, 0usize, 0usize);
+        let (mut free_pages, mut span_pages) = (0usize, 0usize);
         for ext in ph.extents() {
             let mut ext_free = 0;
             for i in 0..ext.pages {
@@ -980,26 +1017,29 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 }
                 span_pages += s.pages;
                 if tag == CLASS_LARGE {
-                    large_bytes += s.pages * page;
+                    handed_bytes += s.pages * page;
                     continue;
                 }
-                let class = s.class as usize;
-                spans[class] += 1;
-                let n = self.check_span(s)?;
+                spans += 1;
+                self.check_span(s)?;
                 if s.allocated == 0 {
                     return broken("empty span not returned to the page heap", s.start);
                 }
-                handed[class] += s.allocated as usize;
-                free_objs[class] += n + (s.capacity - s.carved) as usize;
-                if s.has_free() {
-                    in_central[class] += 1;
+                if s.has_free() != s.flags.contains(SpanFlags::IN_CENTRAL) {
+                    return broken(
+                        "span's central-list flag disagrees with its free objects",
+                        s.start,
+                    );
                 }
+                with_free += s.has_free() as usize;
+                handed_bytes += s.allocated as usize * class_size(s.class as usize);
             }
             if ext_free != ext.free_pages {
                 return broken("extent free-page count disagrees with its bitmap", ext.base);
             }
             free_pages += ext_free;
         }
+        drop(ph);
         let ps = &self.page_stats;
         if free_pages != ps.free_pages.load(Ordering::Relaxed) {
             return broken("free-page counter disagrees with the bitmaps", free_pages);
@@ -1007,38 +1047,21 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if span_pages != ps.span_pages.load(Ordering::Relaxed) {
             return broken("span-page counter disagrees with the spans", span_pages);
         }
-        let mut small_in_use = 0usize;
-        for class in 1..NUM_CLASSES {
-            if listed[class] != in_central[class] {
-                return broken(
-                    "a span with free objects is missing from its central list",
-                    class,
-                );
-            }
-            if locks[class].spans != spans[class] {
-                return broken("central span count disagrees with the page map", class);
-            }
-            if self.central[class].free_objects.load(Ordering::Relaxed) != free_objs[class] {
-                return broken(
-                    "central free-object counter disagrees with the spans",
-                    class,
-                );
-            }
-            if handed[class] < cached[class] {
-                return broken("more objects cached than handed out of spans", class);
-            }
-            small_in_use += (handed[class] - cached[class]) * class_size(class);
-        }
-        drop(ph);
-        drop(locks);
-        drop(guards);
-        if small_in_use + large_bytes != self.stats().in_use_bytes {
+        // With every flagged span listed and every listed span flagged, equal counts mean
+        // the lists hold exactly the spans with free objects.
+        if listed != with_free {
             return broken(
-                "objects not conserved: in-use bytes disagree with the spans",
-                small_in_use + large_bytes,
+                "a span with free objects is missing from its central list",
+                listed,
             );
         }
-        Ok(())
+        if list_spans != spans {
+            return broken("central span counts disagree with the page map", spans);
+        }
+        if handed_bytes < cached_bytes {
+            return broken("more bytes cached than handed out of spans", cached_bytes);
+        }
+        Ok(handed_bytes - cached_bytes)
     }
 
     /// An object of `class` at `addr` must lie at an object boundary of a span of `class`.
@@ -1196,5 +1219,83 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         NonNull::new(p)
             .map(|p| NonNull::slice_from_raw_parts(p, new.size()))
             .ok_or(allocator_api2::alloc::AllocError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::MaybeUninit;
+    use std::boxed::Box;
+
+    type TestHeap = Heap<StaticRegion<1>>;
+
+    fn heap() -> &'static TestHeap {
+        let h: &'static TestHeap = Box::leak(Box::new(Heap::new(
+            StaticRegion::new(),
+            SingleCpu::new(),
+            Config::new(),
+        )));
+        let region: &'static mut [MaybeUninit<u8>] = Box::leak(Box::new_uninit_slice(1 << 20));
+        assert!(h.add_region(region));
+        h
+    }
+
+    #[test]
+    fn invariant_check_catches_a_wrong_cached_counter() {
+        let h = heap();
+        let l = Layout::from_size_align(64, 8).unwrap();
+        let p = h.allocate(l);
+        // SAFETY: allocated just above.
+        unsafe { h.deallocate(p, l) };
+        h.check_invariants().unwrap();
+        bump(&h.slots[0].stats.cached_bytes, 8);
+        let e = h.check_invariants().unwrap_err();
+        assert_eq!(e.what, "CPU cached-byte counter disagrees with its lists");
+        bump(&h.slots[0].stats.cached_bytes, 8usize.wrapping_neg());
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn invariant_check_catches_books_that_do_not_balance() {
+        let h = heap();
+        let l = Layout::from_size_align(64, 8).unwrap();
+        let p = h.allocate(l);
+        h.check_invariants().unwrap();
+        // The slot claims one more refilled object than the central cache handed out.
+        bump(&h.slots[0].stats.refill_bytes, 64);
+        let e = h.check_invariants().unwrap_err();
+        assert_eq!(
+            e.what,
+            "objects not conserved: in-use bytes disagree with the spans"
+        );
+        bump(&h.slots[0].stats.refill_bytes, 64usize.wrapping_neg());
+        // A span that lost count of an object it handed out.
+        let span = h
+            .map
+            .page(p as usize, h.page_shift)
+            .unwrap()
+            .span
+            .load(Ordering::Relaxed);
+        // SAFETY: single-threaded test; the span is live.
+        unsafe { (*span).allocated -= 1 };
+        let e = h.check_invariants().unwrap_err();
+        assert_eq!(
+            e.what,
+            "span objects not conserved (free + handed out != carved)"
+        );
+        // SAFETY: as above.
+        unsafe { (*span).allocated += 1 };
+        h.check_invariants().unwrap();
+        // SAFETY: `p` is live.
+        unsafe { h.deallocate(p, l) };
+    }
+
+    #[test]
+    fn invariant_check_refuses_while_a_slot_is_busy() {
+        let h = heap();
+        let _g = h.slots[0].try_lock().unwrap();
+        assert_eq!(h.check_invariants().unwrap_err().what, "CPU slot in use");
     }
 }
