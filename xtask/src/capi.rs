@@ -558,7 +558,11 @@ pub fn run() -> Result<(usize, usize), String> {
         eprint!("{build_err}");
         return Err("cargo build --release -p cpuheap-capi failed".into());
     }
-    let lib = root.join("target/release/libcpuheap.so");
+    // Honour CARGO_TARGET_DIR like cargo does (relative paths are relative to the root).
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"));
+    let lib = target_dir.join("release/libcpuheap.so");
     if !lib.is_file() {
         return Err(format!("{} was not built", lib.display()));
     }
