@@ -52,12 +52,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// For kernels and desktops: 4 KiB pages, 256 KiB per CPU slot, 1 MiB growth steps.
+    /// For kernels and desktops: 4 KiB pages, 1 MiB per CPU slot, 1 MiB growth steps.
     pub const fn new() -> Self {
         Self {
             page_size: 4096,
             max_small: MAX_CLASS_SIZE,
-            cpu_cache_bytes: 256 * 1024,
+            cpu_cache_bytes: 1024 * 1024,
             batch_bytes: 16 * 1024,
             grow_bytes: 1024 * 1024,
             min_span_bytes: 4096,
@@ -303,11 +303,21 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     /// Fold the slot's net in-use bytes into the heap-wide counter and the peak. Runs on the
     /// slow paths (refill, flush), so the peak is exact to within what a slot can cache.
+    ///
+    /// With several slots, changes up to a sixteenth of the slot budget (at most 16 KiB) wait
+    /// for a later slow path: the shared counter is one cache line for every CPU, and touching
+    /// it on every refill and flush costs more than the refill when two CPUs do it at once.
     fn publish(&self, g: &SlotGuard<'_>) {
         let st = &g.slot.stats;
         let net = st.net_in_use();
         let delta = net.wrapping_sub(st.published.load(Ordering::Relaxed));
-        if delta != 0 {
+        // One slot has no one to contend with: publish every change.
+        let min = if CPUS == 1 {
+            0
+        } else {
+            (self.cfg.cpu_cache_bytes / 16).min(16 * 1024)
+        };
+        if (delta as isize).unsigned_abs() > min {
             st.published.store(net, Ordering::Relaxed);
             self.stats.sync_in_use(delta as isize);
         }

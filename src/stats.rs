@@ -14,7 +14,8 @@ pub struct Stats {
     pub in_use_bytes: usize,
     /// Highest `in_use_bytes` seen. Sampled whenever a CPU slot refills from or flushes to the
     /// central cache (and on every page-span allocation), so it is exact to within what the
-    /// slots cache: at most `cpu slots x Config::cpu_cache_bytes`.
+    /// slots cache: with one slot at most `Config::cpu_cache_bytes`; with more, each slot
+    /// also holds back changes up to `min(cpu_cache_bytes / 16, 16 KiB)`.
     pub peak_in_use_bytes: usize,
     /// Bytes of free objects parked in CPU caches.
     pub cpu_cache_bytes: usize,
@@ -110,7 +111,9 @@ impl SharedStats {
             .in_use
             .fetch_add(delta as usize, Ordering::Relaxed)
             .wrapping_add(delta as usize);
-        if (now as isize) > 0 {
+        // Read before writing: in a steady state the peak does not move, and a plain load
+        // keeps the shared line from bouncing between CPUs.
+        if (now as isize) > 0 && now > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(now, Ordering::Relaxed);
         }
     }

@@ -38,7 +38,7 @@ pub struct StdHeap(StdHeapInner);
 
 impl StdHeap {
     /// The configuration: [`Config::new`] (4 KiB pages, objects up to 32 KiB from size
-    /// classes, 256 KiB per CPU slot).
+    /// classes, 1 MiB per CPU slot).
     pub const CONFIG: Config = Config::new();
 
     /// The allocator. Takes no memory until the first allocation.
