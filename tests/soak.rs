@@ -23,20 +23,6 @@ use cpuheap::Config;
 const SLOTS: usize = 4;
 const SHARDS: usize = 8;
 
-#[derive(Clone, Copy)]
-struct Obj {
-    addr: usize,
-    size: usize,
-    align: usize,
-    seed: u64,
-}
-
-impl Obj {
-    fn layout(&self) -> Layout {
-        Layout::from_size_align(self.size, self.align).unwrap()
-    }
-}
-
 fn soak_secs() -> f64 {
     std::env::var("CPUHEAP_SOAK_SECS")
         .ok()

@@ -10,20 +10,6 @@ use std::sync::Barrier;
 use common::*;
 use cpuheap::Config;
 
-#[derive(Clone, Copy)]
-struct Obj {
-    addr: usize,
-    size: usize,
-    align: usize,
-    seed: u64,
-}
-
-impl Obj {
-    fn layout(&self) -> Layout {
-        Layout::from_size_align(self.size, self.align).unwrap()
-    }
-}
-
 /// Each thread allocates, verifies and frees its own objects and sends a share of them to the
 /// next thread, which frees them on its own slot.
 fn cross_slot_stress<const CPUS: usize>(

@@ -84,3 +84,18 @@ pub unsafe fn fill(p: *mut u8, len: usize, seed: u64) {
 pub unsafe fn verify(p: *const u8, len: usize, seed: u64) -> bool {
     (0..len).all(|i| unsafe { *p.add(i) } == (seed as usize).wrapping_mul(31).wrapping_add(i) as u8)
 }
+
+/// A live test object: where it is, its layout, and the seed of its byte pattern.
+#[derive(Clone, Copy)]
+pub struct Obj {
+    pub addr: usize,
+    pub size: usize,
+    pub align: usize,
+    pub seed: u64,
+}
+
+impl Obj {
+    pub fn layout(&self) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(self.size, self.align).unwrap()
+    }
+}
