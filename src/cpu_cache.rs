@@ -135,6 +135,10 @@ pub(crate) struct SlotStats {
     pub(crate) flush_bytes: AtomicUsize,
     /// The slot's net in-use bytes as last folded into the heap-wide counter.
     pub(crate) published: AtomicUsize,
+    /// `realloc` calls made on this CPU, and how many stayed in place. Updated with atomic
+    /// read-modify-writes (realloc does not hold the slot), on this CPU's own cache line.
+    pub(crate) reallocs: AtomicUsize,
+    pub(crate) reallocs_in_place: AtomicUsize,
 }
 
 impl SlotStats {
@@ -181,6 +185,8 @@ impl CpuSlot {
                 refill_bytes: AtomicUsize::new(0),
                 flush_bytes: AtomicUsize::new(0),
                 published: AtomicUsize::new(0),
+                reallocs: AtomicUsize::new(0),
+                reallocs_in_place: AtomicUsize::new(0),
             },
         }
     }

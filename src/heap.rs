@@ -615,7 +615,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// As for [`deallocate`](Self::deallocate); `new_size` rounded up to `layout.align()`
     /// must not overflow `isize`.
     pub unsafe fn reallocate(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        self.stats.reallocs.fetch_add(1, Ordering::Relaxed);
+        // Counted in the current slot, not a shared line: realloc is a hot operation.
+        let st = &self.slot().stats;
+        st.reallocs.fetch_add(1, Ordering::Relaxed);
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();
         };
@@ -629,14 +631,14 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
             if new_class == Some(tag as usize) {
-                self.stats.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
+                st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
                 return ptr;
             }
         } else if tag == CLASS_LARGE {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
             if new_class.is_none() && self.resize_large(&pr, addr, new_size) {
-                self.stats.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
+                st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
                 return ptr;
             }
         } else {
@@ -843,6 +845,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             s.refills += st.refills.load(Ordering::Relaxed);
             s.flushes += st.flushes.load(Ordering::Relaxed);
             s.cpu_cache_bytes += st.cached_bytes.load(Ordering::Relaxed);
+            s.reallocs += st.reallocs.load(Ordering::Relaxed);
+            s.reallocs_in_place += st.reallocs_in_place.load(Ordering::Relaxed);
             in_use = in_use
                 .wrapping_add(st.net_in_use())
                 .wrapping_sub(st.published.load(Ordering::Relaxed));
@@ -851,8 +855,6 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         s.peak_in_use_bytes = sh.peak.load(Ordering::Relaxed).max(in_use);
         s.allocs += sh.other_allocs.load(Ordering::Relaxed);
         s.frees += sh.other_frees.load(Ordering::Relaxed);
-        s.reallocs = sh.reallocs.load(Ordering::Relaxed);
-        s.reallocs_in_place = sh.reallocs_in_place.load(Ordering::Relaxed);
         s.large_allocs = sh.large_allocs.load(Ordering::Relaxed);
         s.slot_fallbacks = sh.fallbacks.load(Ordering::Relaxed);
         s.drains = sh.drains.load(Ordering::Relaxed);
