@@ -144,26 +144,38 @@ pub fn churn<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) -> T
             }
         };
         // Prefill to about half full (the steady state of the op mix).
-        for _ in 0..slots {
-            op(&mut rng, &mut live);
-        }
-        barrier.wait();
-        let t0 = Instant::now();
-        let deadline = t0 + p.window;
-        let mut ops = 0;
-        while ops < p.max_ops {
-            for _ in 0..CHUNK {
-                op(&mut rng, &mut live);
-            }
-            ops += CHUNK;
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        let secs = t0.elapsed().as_secs_f64();
+        let r = timed_window(&p, barrier, slots, |_| op(&mut rng, &mut live));
         free_all(a, &mut live);
-        (ops, secs)
+        r
     })
+}
+
+/// Run `prefill` untimed calls of `op(false)`, wait for the other threads, then call
+/// `op(true)` in chunks until the window closes or `p.max_ops` is reached. Returns the timed
+/// operations and the seconds they took.
+fn timed_window(
+    p: &Params,
+    barrier: &Barrier,
+    prefill: usize,
+    mut op: impl FnMut(bool),
+) -> (u64, f64) {
+    for _ in 0..prefill {
+        op(false);
+    }
+    barrier.wait();
+    let t0 = Instant::now();
+    let deadline = t0 + p.window;
+    let mut ops = 0;
+    while ops < p.max_ops {
+        for _ in 0..CHUNK {
+            op(true);
+        }
+        ops += CHUNK;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    (ops, t0.elapsed().as_secs_f64())
 }
 
 unsafe fn free_all<A: BenchAlloc>(a: &A, live: &mut [Obj]) {
@@ -238,25 +250,9 @@ pub fn mixed<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) -> T
                 o.size = ns;
             }
         };
-        for _ in 0..slots {
-            op(&mut rng, &mut live);
-        }
-        barrier.wait();
-        let t0 = Instant::now();
-        let deadline = t0 + p.window;
-        let mut ops = 0;
-        while ops < p.max_ops {
-            for _ in 0..CHUNK {
-                op(&mut rng, &mut live);
-            }
-            ops += CHUNK;
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        let secs = t0.elapsed().as_secs_f64();
+        let r = timed_window(&p, barrier, slots, |_| op(&mut rng, &mut live));
         free_all(a, &mut live);
-        (ops, secs)
+        r
     })
 }
 
@@ -527,23 +523,7 @@ pub fn latency<A: BenchAlloc>(a: &A, threads: usize, slots: usize, p: Params) ->
                 o.p = core::ptr::null_mut();
             }
         };
-        for _ in 0..slots {
-            op(&mut rng, &mut live, false);
-        }
-        barrier.wait();
-        let t0 = Instant::now();
-        let deadline = t0 + p.window;
-        let mut ops = 0;
-        while ops < p.max_ops {
-            for _ in 0..CHUNK {
-                op(&mut rng, &mut live, true);
-            }
-            ops += CHUNK;
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        let secs = t0.elapsed().as_secs_f64();
+        let (ops, secs) = timed_window(&p, barrier, slots, |timed| op(&mut rng, &mut live, timed));
         free_all(a, &mut live);
         let mut s = samples.lock().unwrap();
         s.0.extend_from_slice(&ta);
