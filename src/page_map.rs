@@ -472,6 +472,28 @@ impl PageMap for RadixMap {
     }
 
     #[inline(always)]
+    fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        // `page` without building a `PageRef`: the free fast path needs the class byte only.
+        let sh = Shape::of(page_shift);
+        let root = self.root.load(Ordering::Acquire);
+        if root.is_null() || addr >> ADDR_BITS != 0 {
+            return None;
+        }
+        // SAFETY: as in `page`: the index is below `root_len`, and published nodes stay valid.
+        let mid = unsafe { (*root.add(addr >> sh.root_shift)).load(Ordering::Acquire) };
+        if mid.is_null() {
+            return None;
+        }
+        // SAFETY: the index is masked below `mid_len`; as above.
+        let leaf = unsafe {
+            (*mid.add((addr >> sh.leaf_shift) & (sh.mid_len - 1))).load(Ordering::Acquire)
+        };
+        // SAFETY: a published leaf stays valid for the map's life.
+        let leaf = unsafe { leaf.as_ref()? };
+        Some(leaf.classes[(addr >> page_shift) & (LEAF_LEN - 1)].load(Ordering::Relaxed))
+    }
+
+    #[inline(always)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
         let sh = Shape::of(page_shift);
         let root = self.root.load(Ordering::Acquire);
