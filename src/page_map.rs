@@ -474,27 +474,30 @@ impl PageMap for RadixMap {
     #[inline(always)]
     fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
         // `page` without building a `PageRef`: the free fast path needs the class byte only.
-        let sh = Shape::of(page_shift);
-        let root = self.root.load(Ordering::Acquire);
-        if root.is_null() || addr >> ADDR_BITS != 0 {
-            return None;
-        }
-        // SAFETY: as in `page`: the index is below `root_len`, and published nodes stay valid.
-        let mid = unsafe { (*root.add(addr >> sh.root_shift)).load(Ordering::Acquire) };
-        if mid.is_null() {
-            return None;
-        }
-        // SAFETY: the index is masked below `mid_len`; as above.
-        let leaf = unsafe {
-            (*mid.add((addr >> sh.leaf_shift) & (sh.mid_len - 1))).load(Ordering::Acquire)
-        };
-        // SAFETY: a published leaf stays valid for the map's life.
-        let leaf = unsafe { leaf.as_ref()? };
-        Some(leaf.classes[(addr >> page_shift) & (LEAF_LEN - 1)].load(Ordering::Relaxed))
+        let (leaf, i, _) = self.leaf_of(addr, page_shift)?;
+        Some(leaf.classes[i].load(Ordering::Relaxed))
     }
 
     #[inline(always)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
+        let (leaf, i, _leaf_shift) = self.leaf_of(addr, page_shift)?;
+        Some(PageRef {
+            class: &leaf.classes[i],
+            span: &leaf.spans[i],
+            #[cfg(feature = "checked")]
+            live: leaf.live.load(Ordering::Relaxed),
+            #[cfg(feature = "checked")]
+            live_base: addr >> _leaf_shift << _leaf_shift,
+        })
+    }
+}
+
+#[cfg(target_pointer_width = "64")]
+impl RadixMap {
+    /// The leaf covering `addr`, the page's index in it, and the leaf's address shift; `None`
+    /// if no registered run covers `addr`.
+    #[inline(always)]
+    fn leaf_of(&self, addr: usize, page_shift: u32) -> Option<(&Leaf, usize, u32)> {
         let sh = Shape::of(page_shift);
         let root = self.root.load(Ordering::Acquire);
         if root.is_null() || addr >> ADDR_BITS != 0 {
@@ -512,15 +515,7 @@ impl PageMap for RadixMap {
         };
         // SAFETY: a published leaf stays valid for the map's life.
         let leaf = unsafe { leaf.as_ref()? };
-        let i = (addr >> page_shift) & (LEAF_LEN - 1);
-        Some(PageRef {
-            class: &leaf.classes[i],
-            span: &leaf.spans[i],
-            #[cfg(feature = "checked")]
-            live: leaf.live.load(Ordering::Relaxed),
-            #[cfg(feature = "checked")]
-            live_base: addr >> sh.leaf_shift << sh.leaf_shift,
-        })
+        Some((leaf, (addr >> page_shift) & (LEAF_LEN - 1), sh.leaf_shift))
     }
 }
 
