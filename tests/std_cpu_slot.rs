@@ -4,11 +4,14 @@
 //! `cargo test --release -p cpuheap --features std --test std_cpu_slot -- --ignored --nocapture`.
 #![cfg(all(feature = "std", target_os = "linux"))]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::Instant;
 
+use common::Rng;
 use cpuheap::{
     Config, DefaultRawMutex, Heap, MmapSource, Platform, SchedCpu, ThreadSlot, YieldMutex,
 };
@@ -26,16 +29,6 @@ fn ns_per_call(f: impl Fn() -> usize) -> f64 {
         best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
     }
     best
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Million alloc+free pairs per second over `threads` threads, each churning its own live

@@ -3,28 +3,18 @@
 //! them, huge blocks mapped and unmapped directly, and idle memory given back to the OS.
 #![cfg(all(feature = "std", target_os = "linux"))]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 
+use common::Rng;
 use cpuheap::StdHeap;
 
 #[global_allocator]
 static GLOBAL: StdHeap = StdHeap::new();
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn fill(seed: u64, len: usize) -> Vec<u8> {
     (0..len)
