@@ -4,17 +4,21 @@
 //! CPU caches take objects from here in batches and give them back in batches. A batch given
 //! back is sorted into the spans its objects belong to (found through the page map); a span
 //! whose objects have all come back goes straight to the page heap.
+//!
+//! [`CentralCache`] is the tier: the per-class lists and the page heap under them, which it
+//! owns, with the span-length policy. A tier that cannot serve returns an empty chain; the
+//! caller decides what to do next.
 
 use core::ptr;
 
 use lock_api::{Mutex, RawMutex};
 
-use crate::page_heap::{Ctx, PageHeap};
+use crate::page_heap::{Geometry, PageHeap};
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
-use crate::size_class::{class_size, span_pages};
+use crate::size_class::{class_size, span_pages, NUM_CLASSES};
 use crate::span::{FreeObj, Span, SpanFlags};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, CachePadded, Ordering};
 
 /// A chain of free objects linked through their first word.
 pub(crate) struct Chain {
@@ -42,6 +46,54 @@ impl Chain {
         }
         self.head = obj;
         self.len += 1;
+    }
+}
+
+/// Tier 2: for each class, a locked list of spans with free objects; and tier 3 below it.
+pub(crate) struct CentralCache<S: PageSource, R: RawMutex> {
+    pub(crate) classes: [CachePadded<CentralClass<R>>; NUM_CLASSES],
+    /// The page heap this tier carves its spans from (and large objects come from).
+    pub(crate) pages: PageHeap<S, R>,
+    /// The least a size-class span spans (see [`span_pages`]).
+    min_span_bytes: usize,
+}
+
+impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
+    pub(crate) const fn new(source: S, geom: Geometry, min_span_bytes: usize) -> Self {
+        Self {
+            classes: [const { CachePadded(CentralClass::new()) }; NUM_CLASSES],
+            pages: PageHeap::new(source, geom),
+            min_span_bytes,
+        }
+    }
+
+    /// Take up to `n` objects of `class`, carving a new span when the class has none with
+    /// free objects. Returns fewer (maybe none) only when memory is exhausted.
+    #[inline]
+    pub(crate) fn remove_batch(&self, class: usize, n: usize) -> Chain {
+        self.classes[class].remove_batch(class, n, &self.pages, self.min_span_bytes)
+    }
+
+    /// Give back the objects of `class` linked from `head` (a null-terminated chain). Spans
+    /// left with no object in use return to the page heap.
+    ///
+    /// # Safety
+    /// Every object in the chain must be a free object of `class` handed out by this heap and
+    /// not returned since.
+    #[inline]
+    pub(crate) unsafe fn insert_batch(&self, class: usize, head: *mut FreeObj) {
+        // SAFETY: the caller's guarantee.
+        unsafe { self.classes[class].insert_batch(head, &self.pages) }
+    }
+
+    /// Bytes of free objects held by the central lists' spans.
+    pub(crate) fn free_bytes(&self) -> usize {
+        self.classes
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(class, c)| c.free_objects.load(Ordering::Relaxed) * class_size(class))
+            .sum()
     }
 }
 
@@ -79,13 +131,14 @@ impl<R: RawMutex> CentralClass<R> {
 
     /// Take up to `n` objects of `class`; gets a new span from the page heap when the class
     /// has none with free objects. Returns fewer (maybe none) only when memory is exhausted.
-    pub(crate) fn remove_batch<S: PageSource>(
+    fn remove_batch<S: PageSource>(
         &self,
         class: usize,
         n: usize,
-        page_heap: &Mutex<R, PageHeap<S>>,
-        cx: &Ctx<'_, S::Map>,
+        pages_below: &PageHeap<S, R>,
+        min_span_bytes: usize,
     ) -> Chain {
+        let page_size = pages_below.geom.page_size();
         let size = class_size(class);
         let mut chain = Chain::EMPTY;
         let mut list = self.list.lock();
@@ -97,25 +150,17 @@ impl<R: RawMutex> CentralClass<R> {
                 // a class that needs more spans gets longer ones (up to 8x), so its span
                 // records stay a small share of its memory. When memory is short, a
                 // shortest span is tried before giving up.
-                let shortest = span_pages(class, cx.g.page_size(), cx.g.min_span_bytes);
-                let mut pages = span_pages(
-                    class,
-                    cx.g.page_size(),
-                    cx.g.min_span_bytes << list.spans.min(3),
-                );
-                let mut got = page_heap
-                    .lock()
-                    .alloc_span(cx, pages, cx.g.page_size(), class as u8);
+                let shortest = span_pages(class, page_size, min_span_bytes);
+                let mut pages = span_pages(class, page_size, min_span_bytes << list.spans.min(3));
+                let mut got = pages_below.alloc_span(pages, page_size, class as u8);
                 if got.is_none() && pages > shortest {
                     pages = shortest;
-                    got = page_heap
-                        .lock()
-                        .alloc_span(cx, pages, cx.g.page_size(), class as u8);
+                    got = pages_below.alloc_span(pages, page_size, class as u8);
                 }
-                let Some(new) = got else { break };
+                let Some((new, _)) = got else { break };
                 // SAFETY: a fresh span record owned by this class from now on.
                 unsafe {
-                    (*new).capacity = ((pages << cx.g.page_shift) / size) as u16;
+                    (*new).capacity = ((pages * page_size) / size) as u16;
                     free += (*new).capacity as usize;
                     list.push_front(new);
                 }
@@ -144,19 +189,15 @@ impl<R: RawMutex> CentralClass<R> {
     /// # Safety
     /// Every object in the chain must be a free object of `class` handed out by this heap and
     /// not returned since.
-    pub(crate) unsafe fn insert_batch<S: PageSource>(
-        &self,
-        mut head: *mut FreeObj,
-        page_heap: &Mutex<R, PageHeap<S>>,
-        cx: &Ctx<'_, S::Map>,
-    ) {
+    unsafe fn insert_batch<S: PageSource>(&self, mut head: *mut FreeObj, pages: &PageHeap<S, R>) {
+        let page_shift = pages.geom.page_shift;
         let mut list = self.list.lock();
         let mut free = self.free_objects.load(Ordering::Relaxed);
         while !head.is_null() {
             let obj = head;
             // SAFETY: chain objects are free and hold their link.
             head = unsafe { (*obj).next };
-            let Some(pr) = cx.map.page(obj as usize, cx.g.page_shift) else {
+            let Some(pr) = pages.map.page(obj as usize, page_shift) else {
                 continue;
             };
             let span = pr.span.load(Ordering::Relaxed);
@@ -176,7 +217,7 @@ impl<R: RawMutex> CentralClass<R> {
                 list.spans -= 1;
                 free -= s.capacity as usize;
                 // SAFETY: no object of the span is in use or cached anywhere.
-                unsafe { page_heap.lock().free_span(cx, span) };
+                unsafe { pages.free_span(span) };
             }
         }
         self.free_objects.store(free, Ordering::Relaxed);
@@ -234,8 +275,6 @@ impl CentralList {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::page_heap::{Geometry, PageStats};
-    use crate::page_map::FlatMap;
     use crate::page_source::StaticRegion;
     use crate::size_class::class_of_size;
     use crate::sync::DefaultRawMutex;
@@ -248,25 +287,19 @@ mod tests {
         let region: &'static mut [MaybeUninit<u8>] = Box::leak(Box::new_uninit_slice(1 << 20));
         let mut source = StaticRegion::<1>::new();
         assert!(source.add(region));
-        let page_heap: Mutex<DefaultRawMutex, PageHeap<StaticRegion<1>>> =
-            Mutex::new(PageHeap::new(source));
-        let map: FlatMap<1> = FlatMap::EMPTY;
-        let stats = PageStats::new();
-        let cx = Ctx {
-            map: &map,
-            g: Geometry {
-                page_shift: 12,
-                grow_bytes: 0,
-                min_span_bytes: 4096,
-            },
-            stats: &stats,
+        let geom = Geometry {
+            page_shift: 12,
+            grow_bytes: 0,
         };
-        let central: CentralClass<DefaultRawMutex> = CentralClass::new();
+        let cache: CentralCache<StaticRegion<1>, DefaultRawMutex> =
+            CentralCache::new(source, geom, 4096);
+        let central = &cache.classes[class_of_size(64)];
+        let stats = &cache.pages.stats;
         let class = class_of_size(64);
 
         let mut objs = Vec::new();
         for _ in 0..4 {
-            let chain = central.remove_batch(class, 32, &page_heap, &cx);
+            let chain = cache.remove_batch(class, 32);
             assert_eq!(chain.len, 32);
             let mut o = chain.head;
             while !o.is_null() {
@@ -301,7 +334,7 @@ mod tests {
             head = o;
         }
         // SAFETY: every object came from `remove_batch` and is returned once.
-        unsafe { central.insert_batch(head, &page_heap, &cx) };
+        unsafe { cache.insert_batch(class, head) };
         assert_eq!(central.list.lock().spans, 1, "the emptied span went back");
         assert_eq!(stats.spans_freed.load(Ordering::Relaxed), 1);
         let mut listed = 0;
@@ -315,7 +348,7 @@ mod tests {
         // SAFETY: as above.
         unsafe {
             (*keep).next = ptr::null_mut();
-            central.insert_batch(keep, &page_heap, &cx);
+            cache.insert_batch(class, keep);
         }
         assert_eq!(central.list.lock().spans, 0);
         assert_eq!(central.free_objects.load(Ordering::Relaxed), 0);

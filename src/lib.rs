@@ -12,13 +12,16 @@
 //! ```
 //!
 //! - [`size_class`]: the compile-time size-class table.
-//! - [`cpu_cache`](crate::cpu_cache): per-CPU slots.
-//! - [`central_cache`](crate::central_cache): per-class span lists.
-//! - [`page_heap`](crate::page_heap): the bitmap page heap and metadata.
+//! - `cpu_cache`: tier 1, per-CPU slots and their fast paths, refills, flushes, budgets.
+//! - `central_cache`: tier 2, per-class span lists, one lock each.
+//! - `page_heap`: tier 3, the bitmap page heap, growth, release, span lifecycle, metadata.
 //! - [`page_map`]: page → span, lock-free.
 //! - [`page_source`]: [`PageSource`] and [`StaticRegion`].
-//! - [`Heap`] ties them together and implements `GlobalAlloc` and `allocator_api2`'s
+//! - `stats`: every counter and the [`Stats`] snapshot.
+//! - [`Heap`] dispatches over the tiers and implements `GlobalAlloc` and `allocator_api2`'s
 //!   `Allocator`.
+//! - `hosted` (feature `std`): [`MmapSource`](hosted::MmapSource), the std platforms and
+//!   [`StdHeap`](hosted::StdHeap).
 //!
 //! ```no_run
 //! use core::mem::MaybeUninit;
@@ -43,8 +46,6 @@
 mod central_cache;
 mod cpu_cache;
 mod heap;
-#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
-pub mod mmap;
 mod page_heap;
 pub mod page_map;
 pub mod page_source;
@@ -52,25 +53,24 @@ mod platform;
 pub mod size_class;
 mod span;
 mod stats;
-#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
-mod std_heap;
-#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
-pub mod std_platform;
 mod sync;
 
-pub use heap::{Config, Heap, InvariantError};
+/// The hosted wing: mmap source, std platforms and lock, [`StdHeap`].
 #[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
-pub use mmap::MmapSource;
+pub mod hosted;
+#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
+pub use hosted::{
+    os_page_size, MmapSource, SchedCpu, StdHeap, StdHeapInner, StdPlatform, ThreadSlot, YieldMutex,
+    STD_CPU_SLOTS,
+};
+
+pub use heap::{Config, Heap, InvariantError};
 #[cfg(target_pointer_width = "64")]
 pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
 pub use page_source::{PageSource, Run, StaticRegion};
 pub use platform::{default_fatal, Fault, FaultKind, Platform, SingleCpu};
 pub use stats::Stats;
-#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
-pub use std_heap::{StdHeap, StdHeapInner, STD_CPU_SLOTS};
-#[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
-pub use std_platform::{SchedCpu, StdPlatform, ThreadSlot, YieldMutex};
 #[cfg(feature = "critical-section")]
 pub use sync::CriticalSectionRawMutex;
 pub use sync::DefaultRawMutex;

@@ -71,6 +71,65 @@ pub struct Stats {
     pub failed_allocs: usize,
 }
 
+/// Counters of one slot, written only by the slot's holder (plain load and store, no
+/// read-modify-write) and read by anyone.
+///
+/// The fast path touches two of them: `allocs` or `frees`, and `cached_bytes`. The bytes a slot
+/// has handed out net of those it took back follow from the slow-path counters:
+/// objects enter a slot by refills and frees and leave it by allocations and flushes, so
+/// `allocated - freed = refill_bytes - flush_bytes - cached_bytes`.
+pub(crate) struct SlotStats {
+    pub(crate) allocs: AtomicUsize,
+    pub(crate) frees: AtomicUsize,
+    pub(crate) refills: AtomicUsize,
+    pub(crate) flushes: AtomicUsize,
+    /// Bytes of objects on the slot's lists.
+    pub(crate) cached_bytes: AtomicUsize,
+    /// Bytes taken from the central cache.
+    pub(crate) refill_bytes: AtomicUsize,
+    /// Bytes given back to the central cache.
+    pub(crate) flush_bytes: AtomicUsize,
+    /// The slot's net in-use bytes as last folded into the heap-wide counter.
+    pub(crate) published: AtomicUsize,
+    /// `realloc` calls made on this CPU, and how many stayed in place. Updated with atomic
+    /// read-modify-writes (realloc does not hold the slot), on this CPU's own cache line.
+    pub(crate) reallocs: AtomicUsize,
+    pub(crate) reallocs_in_place: AtomicUsize,
+}
+
+impl SlotStats {
+    pub(crate) const fn new() -> Self {
+        Self {
+            allocs: AtomicUsize::new(0),
+            frees: AtomicUsize::new(0),
+            refills: AtomicUsize::new(0),
+            flushes: AtomicUsize::new(0),
+            cached_bytes: AtomicUsize::new(0),
+            refill_bytes: AtomicUsize::new(0),
+            flush_bytes: AtomicUsize::new(0),
+            published: AtomicUsize::new(0),
+            reallocs: AtomicUsize::new(0),
+            reallocs_in_place: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes allocated through this slot net of bytes freed through it (two's complement:
+    /// a slot that frees what others allocated goes negative).
+    pub(crate) fn net_in_use(&self) -> usize {
+        self.refill_bytes
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.flush_bytes.load(Ordering::Relaxed))
+            .wrapping_sub(self.cached_bytes.load(Ordering::Relaxed))
+    }
+}
+
+/// Add `n` to a counter that only its owner (the slot holder) writes: a plain load and store,
+/// no read-modify-write.
+#[inline(always)]
+pub(crate) fn add_owned(c: &AtomicUsize, n: usize) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 /// Heap-wide counters for the paths that do not own a slot.
 pub(crate) struct SharedStats {
     pub(crate) in_use: AtomicUsize,
@@ -125,5 +184,102 @@ impl SharedStats {
             self.other_free_bytes.fetch_add(bytes, Ordering::Relaxed);
             self.sync_in_use(-(bytes as isize));
         }
+    }
+}
+/// Counters of the page heap, readable without its lock.
+pub(crate) struct PageStats {
+    /// Pages in all extents.
+    pub(crate) pages: AtomicUsize,
+    /// Free pages in all extents.
+    pub(crate) free_pages: AtomicUsize,
+    /// Bytes of metadata (carved pages and metadata pages taken from extents).
+    pub(crate) meta_bytes: AtomicUsize,
+    /// Bytes obtained from the source.
+    pub(crate) source_bytes: AtomicUsize,
+    /// Calls to the source that returned memory.
+    pub(crate) grows: AtomicUsize,
+    /// Pages handed out as spans.
+    pub(crate) span_pages: AtomicUsize,
+    /// Spans handed out / given back.
+    pub(crate) spans_allocated: AtomicUsize,
+    pub(crate) spans_freed: AtomicUsize,
+    /// Free pages backed by memory: not known clean (see the module docs).
+    pub(crate) idle_pages: AtomicUsize,
+    /// Bytes given back with `discard` (cumulative), and how many calls that took.
+    pub(crate) discarded_bytes: AtomicUsize,
+    pub(crate) discards: AtomicUsize,
+    /// Bytes of runs given back with `release` (cumulative).
+    pub(crate) released_bytes: AtomicUsize,
+    /// Direct runs held now.
+    pub(crate) direct_runs: AtomicUsize,
+}
+
+impl PageStats {
+    pub(crate) const fn new() -> Self {
+        Self {
+            pages: AtomicUsize::new(0),
+            free_pages: AtomicUsize::new(0),
+            meta_bytes: AtomicUsize::new(0),
+            source_bytes: AtomicUsize::new(0),
+            grows: AtomicUsize::new(0),
+            span_pages: AtomicUsize::new(0),
+            spans_allocated: AtomicUsize::new(0),
+            spans_freed: AtomicUsize::new(0),
+            idle_pages: AtomicUsize::new(0),
+            discarded_bytes: AtomicUsize::new(0),
+            discards: AtomicUsize::new(0),
+            released_bytes: AtomicUsize::new(0),
+            direct_runs: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Stats {
+    /// Sum every tier's counters into a snapshot: the slots' own counters, the shared ones,
+    /// the central lists' free bytes and the page heap's counters.
+    pub(crate) fn collect<'a>(
+        slots: impl Iterator<Item = &'a SlotStats>,
+        shared: &SharedStats,
+        central_cache_bytes: usize,
+        pages: &PageStats,
+        page_shift: u32,
+    ) -> Stats {
+        let mut s = Stats::default();
+        let mut in_use = shared.in_use.load(Ordering::Relaxed);
+        for st in slots {
+            s.allocs += st.allocs.load(Ordering::Relaxed);
+            s.frees += st.frees.load(Ordering::Relaxed);
+            s.refills += st.refills.load(Ordering::Relaxed);
+            s.flushes += st.flushes.load(Ordering::Relaxed);
+            s.cpu_cache_bytes += st.cached_bytes.load(Ordering::Relaxed);
+            s.reallocs += st.reallocs.load(Ordering::Relaxed);
+            s.reallocs_in_place += st.reallocs_in_place.load(Ordering::Relaxed);
+            in_use = in_use
+                .wrapping_add(st.net_in_use())
+                .wrapping_sub(st.published.load(Ordering::Relaxed));
+        }
+        s.in_use_bytes = in_use;
+        s.peak_in_use_bytes = shared.peak.load(Ordering::Relaxed).max(in_use);
+        s.allocs += shared.other_allocs.load(Ordering::Relaxed);
+        s.frees += shared.other_frees.load(Ordering::Relaxed);
+        s.large_allocs = shared.large_allocs.load(Ordering::Relaxed);
+        s.slot_fallbacks = shared.fallbacks.load(Ordering::Relaxed);
+        s.drains = shared.drains.load(Ordering::Relaxed);
+        s.failed_allocs = shared.failed.load(Ordering::Relaxed);
+        s.central_cache_bytes = central_cache_bytes;
+        let pages_bytes = |c: &AtomicUsize| c.load(Ordering::Relaxed) << page_shift;
+        s.span_bytes = pages_bytes(&pages.span_pages);
+        s.page_heap_free_bytes = pages_bytes(&pages.free_pages);
+        s.page_heap_idle_bytes = pages_bytes(&pages.idle_pages);
+        s.metadata_bytes = pages.meta_bytes.load(Ordering::Relaxed);
+        s.source_bytes = pages.source_bytes.load(Ordering::Relaxed);
+        s.source_grows = pages.grows.load(Ordering::Relaxed);
+        s.spans_allocated = pages.spans_allocated.load(Ordering::Relaxed);
+        s.spans_freed = pages.spans_freed.load(Ordering::Relaxed);
+        s.discarded_bytes = pages.discarded_bytes.load(Ordering::Relaxed);
+        s.discards = pages.discards.load(Ordering::Relaxed);
+        s.released_bytes = pages.released_bytes.load(Ordering::Relaxed);
+        s.direct_runs = pages.direct_runs.load(Ordering::Relaxed);
+        s
     }
 }

@@ -46,19 +46,20 @@ fn loom_models_mirror_the_source() {
         sync.contains("self.0.store(false, Ordering::Release)"),
         "TryLock::unlock changed: update tests/loom_protocol.rs"
     );
-    let page_heap = include_str!("../src/page_heap.rs");
+    let page_heap = include_str!("../src/page_heap/spans.rs");
     assert!(
         page_heap.contains("pr.span.store(span, Ordering::Relaxed);")
             && page_heap.contains("pr.class.store(tag, Ordering::Release);"),
         "page-map writes changed: update tests/loom_protocol.rs (set_map)"
     );
-    let heap = include_str!("../src/heap.rs");
+    let heap = include_str!("../src/heap/mod.rs");
+    let checked = include_str!("../src/heap/checked.rs");
     assert!(
         heap.contains("let tag = pr.class.load(Ordering::Relaxed);"),
         "page-map read of the free path changed: update tests/loom_protocol.rs (free)"
     );
     assert!(
-        heap.contains("word.fetch_and(!bit, Ordering::Relaxed) & bit == 0"),
+        checked.contains("word.fetch_and(!bit, Ordering::Relaxed) & bit == 0"),
         "checked-mode live-bit clear changed: update tests/loom_protocol.rs"
     );
 }
@@ -111,7 +112,7 @@ mod models {
         }
     }
 
-    /// src/cpu_cache.rs `FreeList`: the head and counts live in the slot (guarded by the
+    /// src/cpu_cache/free_list.rs `FreeList`: the head and counts live in the slot (guarded by the
     /// try-lock), the links in the objects.
     #[derive(Clone, Copy)]
     struct List {
@@ -214,7 +215,7 @@ mod models {
             self.objs[o].with_mut(|p| unsafe { *p = next });
         }
 
-        // ----- page heap (src/page_heap.rs) ---------------------------------------------
+        // ----- page heap (src/page_heap/) ---------------------------------------------
 
         /// `PageHeap::alloc_span` + `set_map`: under the page-heap lock.
         fn alloc_span(&self, ph: &mut PageHeap) -> Option<usize> {
@@ -313,7 +314,7 @@ mod models {
             }
         }
 
-        // ----- CPU slots and the heap's paths (src/heap.rs) -----------------------------
+        // ----- CPU slots and the heap's paths (src/cpu_cache/, src/heap/) -----------------------------
 
         fn bump_cached(&self, slot: &Slot, delta: isize) {
             let v = slot.cached.load(Ordering::Relaxed) as isize + delta;

@@ -22,20 +22,21 @@ use core::fmt::Write as _;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use cpuheap_core::{Config, Heap, MmapSource, StdHeap, StdPlatform, STD_CPU_SLOTS};
+use cpuheap_core::{os_page_size, Config, StdHeap, YieldMutex};
+use lock_api::RawMutex as _;
 
 // ----- the heap -------------------------------------------------------------------------
 
-/// The heap of [`StdHeap`] with fork-aware locks.
-type CHeap = Heap<MmapSource, StdPlatform, ForkLock, STD_CPU_SLOTS>;
+/// [`StdHeap`] with fork-aware locks.
+type CHeap = StdHeap<ForkLock>;
 
-const CONFIG: Config = StdHeap::CONFIG;
+const CONFIG: Config = CHeap::CONFIG;
 /// Largest object served from a size class.
 const MAX_SMALL: usize = CONFIG.max_small;
 /// The heap's page size: alignments above it are served by page spans.
 const HEAP_PAGE: usize = CONFIG.page_size;
 
-static HEAP: CHeap = Heap::new(MmapSource::new(), StdPlatform::new(), CONFIG);
+static HEAP: CHeap = StdHeap::with_lock();
 
 /// The alignment every `malloc` result has: 16 bytes (`max_align_t` on x86_64 and aarch64)
 /// for sizes above 8, 8 for smaller ones (no object of 8 bytes or less can need more).
@@ -260,34 +261,16 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     enomem_if_null(alloc_aligned(size, align, false))
 }
 
-/// The OS page size (`sysconf(_SC_PAGESIZE)`), cached.
-fn os_page() -> usize {
-    static PAGE: AtomicUsize = AtomicUsize::new(0);
-    let p = PAGE.load(Ordering::Relaxed);
-    if p != 0 {
-        return p;
-    }
-    // SAFETY: `sysconf` has no preconditions and does not allocate.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let p = if p > 0 && (p as usize).is_power_of_two() {
-        p as usize
-    } else {
-        4096
-    };
-    PAGE.store(p, Ordering::Relaxed);
-    p
-}
-
 /// Obsolete `valloc`: page-aligned.
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    enomem_if_null(alloc_aligned(size, os_page(), false))
+    enomem_if_null(alloc_aligned(size, os_page_size(), false))
 }
 
 /// Obsolete `pvalloc`: page-aligned, size rounded up to whole pages (0 → one page).
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = os_page();
+    let page = os_page_size();
     match size.max(1).checked_add(page - 1) {
         Some(s) => enomem_if_null(alloc_aligned(s & !(page - 1), page, false)),
         None => enomem_if_null(ptr::null_mut()),
@@ -424,7 +407,7 @@ extern "C" fn on_exit_stats() {
 ///
 /// [`YieldMutex`]: cpuheap_core::YieldMutex
 pub struct ForkLock {
-    locked: AtomicBool,
+    inner: YieldMutex,
     registered: AtomicBool,
 }
 
@@ -434,27 +417,12 @@ static REGISTRY: [AtomicPtr<ForkLock>; MAX_LOCKS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_LOCKS];
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 /// Guards the registry; held by a fork from `prepare` to `parent`/`child`.
-static REGISTRY_LOCK: AtomicBool = AtomicBool::new(false);
-
-fn spin_lock(flag: &AtomicBool) {
-    let mut spins = 0u32;
-    while flag.swap(true, Ordering::Acquire) {
-        while flag.load(Ordering::Relaxed) {
-            if spins < 100 {
-                spins += 1;
-                core::hint::spin_loop();
-            } else {
-                // SAFETY: `sched_yield` has no preconditions.
-                unsafe { libc::sched_yield() };
-            }
-        }
-    }
-}
+static REGISTRY_LOCK: YieldMutex = YieldMutex::INIT;
 
 impl ForkLock {
     #[cold]
     fn register(&self) {
-        spin_lock(&REGISTRY_LOCK);
+        REGISTRY_LOCK.lock();
         if !self.registered.load(Ordering::Relaxed) {
             let n = REGISTERED.load(Ordering::Relaxed);
             if n == MAX_LOCKS {
@@ -465,7 +433,8 @@ impl ForkLock {
             REGISTERED.store(n + 1, Ordering::Release);
             self.registered.store(true, Ordering::Release);
         }
-        REGISTRY_LOCK.store(false, Ordering::Release);
+        // SAFETY: locked above by this thread.
+        unsafe { REGISTRY_LOCK.unlock() };
     }
 
     #[inline(always)]
@@ -476,12 +445,11 @@ impl ForkLock {
     }
 }
 
-// SAFETY: `locked` is taken with an Acquire swap from false to true and released with a
-// Release store: at most one holder, critical sections ordered.
+// SAFETY: mutual exclusion is `YieldMutex`'s; registering first changes nothing about it.
 unsafe impl lock_api::RawMutex for ForkLock {
     #[allow(clippy::declare_interior_mutable_const)]
     const INIT: Self = Self {
-        locked: AtomicBool::new(false),
+        inner: YieldMutex::INIT,
         registered: AtomicBool::new(false),
     };
     type GuardMarker = lock_api::GuardSend;
@@ -489,20 +457,19 @@ unsafe impl lock_api::RawMutex for ForkLock {
     #[inline]
     fn lock(&self) {
         self.ensure_registered();
-        if self.locked.swap(true, Ordering::Acquire) {
-            spin_lock(&self.locked);
-        }
+        self.inner.lock();
     }
 
     #[inline]
     fn try_lock(&self) -> bool {
         self.ensure_registered();
-        !self.locked.swap(true, Ordering::Acquire)
+        self.inner.try_lock()
     }
 
     #[inline]
     unsafe fn unlock(&self) {
-        self.locked.store(false, Ordering::Release);
+        // SAFETY: the caller holds the lock.
+        unsafe { self.inner.unlock() };
     }
 }
 
@@ -517,17 +484,18 @@ fn registered(i: usize) -> &'static ForkLock {
 /// which, so a lock that stays busy makes us let go of all and start again rather than wait
 /// while holding some (its holder may be waiting for one of ours).
 extern "C" fn fork_prepare() {
-    spin_lock(&REGISTRY_LOCK);
+    REGISTRY_LOCK.lock();
     let n = REGISTERED.load(Ordering::Acquire);
     'again: loop {
         for i in 0..n {
             let l = registered(i);
             let mut tries = 0u32;
-            while l.locked.swap(true, Ordering::Acquire) {
+            while !l.inner.try_lock() {
                 tries += 1;
                 if tries > 1000 {
                     for j in 0..i {
-                        registered(j).locked.store(false, Ordering::Release);
+                        // SAFETY: taken above in this loop, by this thread.
+                        unsafe { registered(j).inner.unlock() };
                     }
                     // SAFETY: `sched_yield` has no preconditions.
                     unsafe { libc::sched_yield() };
@@ -552,9 +520,12 @@ extern "C" fn fork_prepare() {
 extern "C" fn fork_release() {
     let n = REGISTERED.load(Ordering::Acquire);
     for i in 0..n {
-        registered(i).locked.store(false, Ordering::Release);
+        // SAFETY: `fork_prepare` took every registered lock and the registry lock; this runs
+        // once after it, in the parent or in the child (a copy of the thread that took them).
+        unsafe { registered(i).inner.unlock() };
     }
-    REGISTRY_LOCK.store(false, Ordering::Release);
+    // SAFETY: as above.
+    unsafe { REGISTRY_LOCK.unlock() };
 }
 
 // ----- load-time setup ------------------------------------------------------------------

@@ -1,4 +1,6 @@
-//! Per-CPU caches: one slot per CPU, a free list per size class in each.
+//! Tier 1, the per-CPU caches: one slot per CPU, a free list per size class in each, and all
+//! of the tier's behaviour: the allocate and free fast paths, refills from and flushes to the
+//! central cache, the per-slot byte budget, publishing the slots' counters and draining.
 //!
 //! A slot is guarded by a try-lock, never a waiting lock. The CPU index that picks a slot is a
 //! hint: if the slot is taken (a stale index, a migrated task, an interrupt that re-entered on
@@ -9,271 +11,285 @@
 //! Each list's length limit starts at one object and grows each time the list runs dry (slow
 //! start), so a class that is used rarely keeps little memory parked here. A slot whose cached
 //! bytes exceed its budget sends objects back.
+//!
+//! When the tier below has nothing left, the fast paths return null and leave the decision
+//! (drain every slot and try once more, or give up) to the heap.
 
-use core::cell::UnsafeCell;
+mod free_list;
+mod slot;
+
 use core::ptr;
 
-use crate::central_cache::Chain;
-use crate::size_class::NUM_CLASSES;
-use crate::span::FreeObj;
-use crate::sync::{AtomicUsize, Ordering, TryLock};
+use lock_api::RawMutex;
 
-/// One class's free list in a slot.
-#[derive(Clone, Copy)]
-pub(crate) struct FreeList {
-    pub(crate) head: *mut FreeObj,
-    pub(crate) len: u16,
-    /// Length above which a free sends a batch back; grows on each refill (slow start).
-    pub(crate) max_len: u16,
+use crate::central_cache::{CentralCache, Chain};
+use crate::page_source::PageSource;
+use crate::size_class::{batch_objects, class_size, NUM_CLASSES};
+use crate::span::FreeObj;
+use crate::stats::{add_owned, SharedStats};
+use crate::sync::Ordering;
+
+pub(crate) use self::slot::{CpuSlot, SlotGuard};
+
+/// Tier 1: `CPUS` slots over the central cache, which this tier owns.
+pub(crate) struct CpuCache<S: PageSource, R: RawMutex, const CPUS: usize> {
+    pub(crate) slots: [CpuSlot; CPUS],
+    pub(crate) central: CentralCache<S, R>,
+    /// Counters of the paths that do not own a slot, and the heap-wide in-use total.
+    pub(crate) shared: SharedStats,
+    /// Bytes of free objects a slot may keep before it sends some back.
+    budget: usize,
+    /// About how many bytes move in one batch.
+    batch_bytes: usize,
 }
 
-impl FreeList {
-    const EMPTY: FreeList = FreeList {
-        head: ptr::null_mut(),
-        len: 0,
-        max_len: 1,
-    };
-
-    /// Pop the first object, or null.
-    ///
-    /// # Safety
-    /// The caller must hold the slot's lock.
-    #[inline(always)]
-    pub(crate) unsafe fn pop(&mut self) -> *mut FreeObj {
-        let obj = self.head;
-        if !obj.is_null() {
-            // SAFETY: listed objects are free and hold their link.
-            self.head = unsafe { (*obj).next };
-            self.len -= 1;
+impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
+    pub(crate) const fn new(
+        central: CentralCache<S, R>,
+        budget: usize,
+        batch_bytes: usize,
+    ) -> Self {
+        Self {
+            slots: [const { CpuSlot::new() }; CPUS],
+            central,
+            shared: SharedStats::new(),
+            budget,
+            batch_bytes,
         }
-        obj
     }
 
-    /// Push a free object.
-    ///
-    /// # Safety
-    /// The caller must hold the slot's lock and own the free object.
+    /// The slot CPU `cpu` uses.
     #[inline(always)]
-    pub(crate) unsafe fn push(&mut self, obj: *mut FreeObj) {
-        // SAFETY: the caller owns the object; its first word becomes the link.
-        unsafe { (*obj).next = self.head };
-        self.head = obj;
-        self.len += 1;
+    pub(crate) fn slot(&self, cpu: usize) -> &CpuSlot {
+        &self.slots[cpu % CPUS]
     }
 
-    /// Detach up to `n` objects from the front as a chain.
+    // ----- fast paths -------------------------------------------------------------------
+
+    /// An object of `class` for CPU `cpu`, or null if the tiers below are out of memory.
+    #[inline(always)]
+    pub(crate) fn alloc(&self, cpu: usize, class: usize) -> *mut u8 {
+        if let Some(g) = self.slot(cpu).try_lock() {
+            // SAFETY: we hold the slot.
+            let obj = unsafe { g.cache().lists[class].pop() };
+            if !obj.is_null() {
+                count_op(&g, class_size(class), true);
+                return obj.cast();
+            }
+            return self.refill(g, class);
+        }
+        self.alloc_fallback(class)
+    }
+
+    /// Take back a free object of `class` on CPU `cpu`.
     ///
     /// # Safety
-    /// The caller must hold the slot's lock.
-    pub(crate) unsafe fn pop_chain(&mut self, n: usize) -> Chain {
-        let mut chain = Chain::EMPTY;
-        let n = n.min(self.len as usize);
-        if n == 0 {
-            return chain;
+    /// `obj` must be an object of `class` handed out by this heap and no longer in use.
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
+        if let Some(g) = self.slot(cpu).try_lock() {
+            let list = &mut g.cache().lists[class];
+            // SAFETY: we hold the slot; the object is free and of this class.
+            unsafe { list.push(obj) };
+            count_op(&g, class_size(class), false);
+            if list.len > list.max_len {
+                self.flush(g, class);
+            }
+            return;
         }
-        chain.head = self.head;
-        let mut tail = self.head;
-        for _ in 1..n {
-            // SAFETY: the list has at least `n` linked objects.
-            tail = unsafe { (*tail).next };
+        // SAFETY: the caller's guarantee.
+        unsafe { self.free_fallback(obj, class) }
+    }
+
+    // ----- refill and flush -------------------------------------------------------------
+
+    /// The slot's list for `class` is empty: take a batch from the central cache.
+    #[inline(never)]
+    fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
+        // The guard is taken by value so that the fast path need not spill it to the stack.
+        let g = &g;
+        let batch = batch_objects(class, self.batch_bytes);
+        let want = (g.cache().lists[class].max_len as usize).clamp(1, batch);
+        let mut chain = self.central.remove_batch(class, want);
+        if chain.len == 0 {
+            return ptr::null_mut();
         }
-        // SAFETY: `tail` is the n-th object; cut the list after it.
+        let size = class_size(class);
+        let st = &g.slot.stats;
+        add_owned(&st.refills, 1);
+        add_owned(&st.refill_bytes, chain.len * size);
+        add_owned(&st.cached_bytes, chain.len * size);
+        let cap = self.list_cap(class, batch);
+        let list = &mut g.cache().lists[class];
+        list.grow_limit(batch, cap);
+        let obj = chain.head;
+        // SAFETY: the chain's objects are free and ours; the first one goes to the caller.
         unsafe {
-            self.head = (*tail).next;
-            (*tail).next = ptr::null_mut();
+            chain.head = (*obj).next;
+            chain.len -= 1;
+            list.push_chain(chain);
         }
-        chain.tail = tail;
-        chain.len = n;
-        self.len -= n as u16;
-        chain
+        count_op(g, size, true);
+        self.publish(g);
+        if st.cached_bytes.load(Ordering::Relaxed) > self.budget {
+            self.enforce_budget(g, class);
+        }
+        obj.cast()
     }
 
-    /// Prepend a chain.
-    ///
-    /// # Safety
-    /// The caller must hold the slot's lock and own the chain's objects.
-    pub(crate) unsafe fn push_chain(&mut self, chain: Chain) {
+    /// Longest list a slot keeps for `class`.
+    fn list_cap(&self, class: usize, batch: usize) -> usize {
+        (self.budget / class_size(class))
+            .max(batch)
+            .min(u16::MAX as usize / 2)
+    }
+
+    /// A list grew past its limit: send a batch back to the central cache, then keep the slot
+    /// within its byte budget. (The budget is enforced here and on refills, the only places
+    /// where a slot's cache can grow past it, which keeps the check off the fast path.)
+    #[inline(never)]
+    fn flush(&self, g: SlotGuard<'_>, class: usize) {
+        let g = &g;
+        let list = &mut g.cache().lists[class];
+        let batch = batch_objects(class, self.batch_bytes);
+        // SAFETY: we hold the slot.
+        let chain = unsafe { list.pop_chain(batch) };
+        self.release_chain(g, class, chain);
+        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.budget {
+            self.enforce_budget(g, class);
+        }
+    }
+
+    /// The slot holds more than its budget: give back half of every list, starting with
+    /// `class`, until it holds at most half its budget.
+    fn enforce_budget(&self, g: &SlotGuard<'_>, class: usize) {
+        for i in 0..NUM_CLASSES - 1 {
+            let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
+            let list = &mut g.cache().lists[c];
+            if list.len > 0 {
+                // SAFETY: we hold the slot.
+                let chain = unsafe { list.pop_chain((list.len as usize).div_ceil(2)) };
+                list.max_len = (list.max_len / 2).max(1);
+                self.release_chain(g, c, chain);
+            }
+            if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= self.budget / 2 {
+                break;
+            }
+        }
+    }
+
+    /// Send a chain popped from the held slot's list of `class` to the central cache.
+    fn release_chain(&self, g: &SlotGuard<'_>, class: usize, chain: Chain) {
         if chain.len == 0 {
             return;
         }
-        // SAFETY: the chain's tail is a free object the caller owns.
-        unsafe { (*chain.tail).next = self.head };
-        self.head = chain.head;
-        self.len += chain.len as u16;
+        let st = &g.slot.stats;
+        let bytes = chain.len * class_size(class);
+        add_owned(&st.flushes, 1);
+        add_owned(&st.flush_bytes, bytes);
+        add_owned(&st.cached_bytes, bytes.wrapping_neg());
+        self.publish(g);
+        // SAFETY: the chain holds free objects of `class` that were cached in the slot.
+        unsafe { self.central.insert_batch(class, chain.head) };
     }
 
-    /// After a refill: raise the limit by one up to a batch, then by a batch up to `cap`.
-    pub(crate) fn grow_limit(&mut self, batch: usize, cap: usize) {
-        let max = self.max_len as usize;
-        let next = if max < batch { max + 1 } else { max + batch };
-        self.max_len = next.min(cap).max(1) as u16;
-    }
-}
+    // ----- when the slot is taken -------------------------------------------------------
 
-/// The lists of one slot. Only the holder of the slot's try-lock touches it.
-pub(crate) struct SlotCache {
-    pub(crate) lists: [FreeList; NUM_CLASSES],
-}
-
-/// Counters of one slot, written only by the slot's holder (plain load and store, no
-/// read-modify-write) and read by anyone.
-///
-/// The fast path touches two of them: `allocs` or `frees`, and `cached_bytes`. The bytes a slot
-/// has handed out net of those it took back follow from the slow-path counters:
-/// objects enter a slot by refills and frees and leave it by allocations and flushes, so
-/// `allocated - freed = refill_bytes - flush_bytes - cached_bytes`.
-pub(crate) struct SlotStats {
-    pub(crate) allocs: AtomicUsize,
-    pub(crate) frees: AtomicUsize,
-    pub(crate) refills: AtomicUsize,
-    pub(crate) flushes: AtomicUsize,
-    /// Bytes of objects on the slot's lists.
-    pub(crate) cached_bytes: AtomicUsize,
-    /// Bytes taken from the central cache.
-    pub(crate) refill_bytes: AtomicUsize,
-    /// Bytes given back to the central cache.
-    pub(crate) flush_bytes: AtomicUsize,
-    /// The slot's net in-use bytes as last folded into the heap-wide counter.
-    pub(crate) published: AtomicUsize,
-    /// `realloc` calls made on this CPU, and how many stayed in place. Updated with atomic
-    /// read-modify-writes (realloc does not hold the slot), on this CPU's own cache line.
-    pub(crate) reallocs: AtomicUsize,
-    pub(crate) reallocs_in_place: AtomicUsize,
-}
-
-impl SlotStats {
-    /// Bytes allocated through this slot net of bytes freed through it (two's complement:
-    /// a slot that frees what others allocated goes negative).
-    pub(crate) fn net_in_use(&self) -> usize {
-        self.refill_bytes
-            .load(Ordering::Relaxed)
-            .wrapping_sub(self.flush_bytes.load(Ordering::Relaxed))
-            .wrapping_sub(self.cached_bytes.load(Ordering::Relaxed))
-    }
-}
-
-/// Add `n` to a counter that only the slot holder writes.
-#[inline(always)]
-pub(crate) fn bump(c: &AtomicUsize, n: usize) {
-    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
-
-/// A CPU slot: try-lock, lists and counters, on its own cache line.
-#[cfg_attr(target_pointer_width = "64", repr(align(64)))]
-pub(crate) struct CpuSlot {
-    pub(crate) lock: TryLock,
-    pub(crate) cache: UnsafeCell<SlotCache>,
-    pub(crate) stats: SlotStats,
-}
-
-// SAFETY: `cache` is only accessed by the holder of `lock` (see `CpuSlot::try_lock`).
-unsafe impl Sync for CpuSlot {}
-
-impl CpuSlot {
-    pub(crate) const fn new() -> Self {
-        Self {
-            lock: TryLock::new(),
-            cache: UnsafeCell::new(SlotCache {
-                lists: [FreeList::EMPTY; NUM_CLASSES],
-            }),
-            stats: SlotStats {
-                allocs: AtomicUsize::new(0),
-                frees: AtomicUsize::new(0),
-                refills: AtomicUsize::new(0),
-                flushes: AtomicUsize::new(0),
-                cached_bytes: AtomicUsize::new(0),
-                refill_bytes: AtomicUsize::new(0),
-                flush_bytes: AtomicUsize::new(0),
-                published: AtomicUsize::new(0),
-                reallocs: AtomicUsize::new(0),
-                reallocs_in_place: AtomicUsize::new(0),
-            },
+    /// The slot is taken: take one object straight from the central cache.
+    #[cold]
+    fn alloc_fallback(&self, class: usize) -> *mut u8 {
+        self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let chain = self.central.remove_batch(class, 1);
+        if chain.len == 0 {
+            return ptr::null_mut();
         }
+        self.shared.record_other(true, class_size(class));
+        chain.head.cast()
     }
 
-    /// Take the slot, or `None` if someone holds it.
-    #[inline(always)]
-    pub(crate) fn try_lock(&self) -> Option<SlotGuard<'_>> {
-        if self.lock.try_lock() {
-            Some(SlotGuard { slot: self })
-        } else {
-            None
-        }
-    }
-}
-
-/// Exclusive access to a slot's lists; unlocks on drop.
-pub(crate) struct SlotGuard<'a> {
-    pub(crate) slot: &'a CpuSlot,
-}
-
-impl SlotGuard<'_> {
-    /// The slot's lists.
-    #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn cache(&self) -> &mut SlotCache {
-        // SAFETY: the guard holds the try-lock, so no one else touches the cache; callers do
-        // not keep two of these references alive at once.
-        unsafe { &mut *self.slot.cache.get() }
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        self.slot.lock.unlock();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    extern crate std;
-    use super::*;
-    use std::vec::Vec;
-
-    #[test]
-    fn list_push_pop_and_chains() {
-        let mut objs: Vec<[usize; 2]> = std::vec![[0; 2]; 10];
-        let ptrs: Vec<*mut FreeObj> = objs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
-        let mut l = FreeList::EMPTY;
-        // SAFETY: the objects are distinct two-word buffers owned by the test.
+    /// The slot is taken: give the object straight to the central cache.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    unsafe fn free_fallback(&self, obj: *mut FreeObj, class: usize) {
+        self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: a single free object of `class`, handed out by this heap.
         unsafe {
-            for &p in &ptrs {
-                l.push(p);
+            (*obj).next = ptr::null_mut();
+            self.central.insert_batch(class, obj);
+        }
+        self.shared.record_other(false, class_size(class));
+    }
+
+    // ----- statistics -------------------------------------------------------------------
+
+    /// Fold the slot's net in-use bytes into the heap-wide counter and the peak. Runs on the
+    /// slow paths (refill, flush), so the peak is exact to within what a slot can cache.
+    ///
+    /// With several slots, changes up to a sixteenth of the slot budget (at most 16 KiB) wait
+    /// for a later slow path: the shared counter is one cache line for every CPU, and touching
+    /// it on every refill and flush costs more than the refill when two CPUs do it at once.
+    fn publish(&self, g: &SlotGuard<'_>) {
+        let st = &g.slot.stats;
+        let net = st.net_in_use();
+        let delta = net.wrapping_sub(st.published.load(Ordering::Relaxed));
+        // One slot has no one to contend with: publish every change.
+        let min = if CPUS == 1 {
+            0
+        } else {
+            (self.budget / 16).min(16 * 1024)
+        };
+        if (delta as isize).unsigned_abs() > min {
+            st.published.store(net, Ordering::Relaxed);
+            self.shared.sync_in_use(delta as isize);
+        }
+    }
+
+    // ----- draining ---------------------------------------------------------------------
+
+    /// Send every object cached in slot `cpu` (modulo the slot count) back to the central
+    /// cache. Returns `false` if the slot was in use and left alone.
+    pub(crate) fn drain_cpu(&self, cpu: usize) -> bool {
+        match self.slot(cpu).try_lock() {
+            Some(g) => {
+                self.drain_slot(&g);
+                true
             }
-            assert_eq!(l.len, 10);
-            let c = l.pop_chain(4);
-            assert_eq!((c.len, l.len), (4, 6));
-            assert_eq!(c.head, ptrs[9]);
-            assert_eq!(c.tail, ptrs[6]);
-            assert!((*c.tail).next.is_null());
-            assert_eq!(l.pop(), ptrs[5]);
-            l.push_chain(c);
-            assert_eq!(l.len, 9);
-            assert_eq!(l.pop(), ptrs[9]);
-            let all = l.pop_chain(100);
-            assert_eq!(all.len, 8);
-            assert!(l.pop().is_null());
+            None => false,
         }
     }
 
-    #[test]
-    fn slow_start_grows_to_the_cap() {
-        let mut l = FreeList::EMPTY;
-        let mut seen = Vec::new();
-        for _ in 0..8 {
-            l.grow_limit(4, 12);
-            seen.push(l.max_len);
+    fn drain_slot(&self, g: &SlotGuard<'_>) {
+        for class in 1..NUM_CLASSES {
+            let list = &mut g.cache().lists[class];
+            // SAFETY: we hold the slot.
+            let chain = unsafe { list.pop_chain(list.len as usize) };
+            list.max_len = 1;
+            self.release_chain(g, class, chain);
         }
-        assert_eq!(seen, [2, 3, 4, 8, 12, 12, 12, 12]);
     }
 
-    #[test]
-    fn try_lock_excludes() {
-        let s = CpuSlot::new();
-        let g = s.try_lock().expect("free slot");
-        assert!(s.try_lock().is_none(), "taken slot");
-        drop(g);
-        assert!(s.try_lock().is_some());
+    /// Drain every slot that is not in use, so memory parked in caches goes back to the page
+    /// heap before an allocation gives up.
+    #[cold]
+    pub(crate) fn drain_all(&self) {
+        self.shared.drains.fetch_add(1, Ordering::Relaxed);
+        for cpu in 0..CPUS {
+            self.drain_cpu(cpu);
+        }
+    }
+}
+
+/// Count one slot operation of `size` bytes: two plain counter updates in the slot.
+#[inline(always)]
+fn count_op(g: &SlotGuard<'_>, size: usize, alloc: bool) {
+    let st = &g.slot.stats;
+    if alloc {
+        add_owned(&st.allocs, 1);
+        add_owned(&st.cached_bytes, size.wrapping_neg());
+    } else {
+        add_owned(&st.frees, 1);
+        add_owned(&st.cached_bytes, size);
     }
 }

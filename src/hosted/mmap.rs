@@ -22,7 +22,7 @@ use crate::page_source::{PageSource, Run};
 pub struct MmapSource {
     reserve_bytes: usize,
     run_bytes: usize,
-    direct_bytes: usize,
+    direct_threshold: usize,
     idle_bytes: usize,
     /// `[next, end)`: reserved address space not yet handed out.
     next: usize,
@@ -34,6 +34,25 @@ pub struct MmapSource {
     direct_maps: usize,
 }
 
+/// The OS page size (`sysconf(_SC_PAGESIZE)`; 4096 if that fails), cached after the first
+/// call. Allocates nothing, so an allocator may call it.
+pub fn os_page_size() -> usize {
+    static PAGE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    let p = PAGE.load(core::sync::atomic::Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: `sysconf` has no preconditions and does not allocate.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let p = if p > 0 && (p as usize).is_power_of_two() {
+        p as usize
+    } else {
+        4096
+    };
+    PAGE.store(p, core::sync::atomic::Ordering::Relaxed);
+    p
+}
+
 impl MmapSource {
     /// Reserve 1 GiB at a time, hand out runs of at least 32 MiB, map spans of 8 MiB or more
     /// directly, keep up to 64 MiB of idle pages.
@@ -41,7 +60,7 @@ impl MmapSource {
         Self {
             reserve_bytes: 1 << 30,
             run_bytes: 32 << 20,
-            direct_bytes: 8 << 20,
+            direct_threshold: 8 << 20,
             idle_bytes: 64 << 20,
             next: 0,
             end: 0,
@@ -66,7 +85,7 @@ impl MmapSource {
 
     /// Spans of at least this many bytes get a mapping of their own (`usize::MAX`: never).
     pub const fn with_direct_threshold(mut self, bytes: usize) -> Self {
-        self.direct_bytes = bytes;
+        self.direct_threshold = bytes;
         self
     }
 
@@ -83,8 +102,7 @@ impl MmapSource {
     }
 
     /// Bytes in direct mappings now.
-    #[allow(clippy::misnamed_getters)]
-    pub fn direct_bytes(&self) -> usize {
+    pub fn direct_mapped_bytes(&self) -> usize {
         self.direct_now
     }
 
@@ -95,9 +113,7 @@ impl MmapSource {
 
     fn os_page(&mut self) -> usize {
         if self.os_page == 0 {
-            // SAFETY: `sysconf` has no preconditions.
-            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-            self.os_page = if p > 0 { p as usize } else { 4096 };
+            self.os_page = os_page_size();
         }
         self.os_page
     }
@@ -202,7 +218,7 @@ unsafe impl PageSource for MmapSource {
     }
 
     fn direct_threshold(&self) -> usize {
-        self.direct_bytes
+        self.direct_threshold
     }
 
     fn grow_direct(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
@@ -315,11 +331,11 @@ mod tests {
         assert_eq!(base % (2 << 20), 0);
         assert!(r.len >= 10 << 20);
         write(base + r.len - 1, 3);
-        assert_eq!(s.direct_bytes(), r.len);
+        assert_eq!(s.direct_mapped_bytes(), r.len);
         assert_eq!(s.direct_maps(), 1);
         // SAFETY: a run this source handed out, no longer used.
         assert!(unsafe { s.release(r) });
-        assert_eq!(s.direct_bytes(), 0);
+        assert_eq!(s.direct_mapped_bytes(), 0);
         assert!(
             s.grow_direct(usize::MAX / 2, 4096).is_none(),
             "too large: None"

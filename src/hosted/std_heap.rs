@@ -4,15 +4,17 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ops::Deref;
 
 use crate::heap::{Config, Heap};
-use crate::mmap::MmapSource;
-use crate::std_platform::{StdPlatform, YieldMutex};
+use lock_api::RawMutex;
+
+use super::mmap::MmapSource;
+use super::platform::{StdPlatform, YieldMutex};
 
 /// Slots of [`StdHeap`]: slot indices are taken modulo this, so with more live threads some
 /// share a slot (correct, through each slot's try-lock, but slower when both are busy).
 pub const STD_CPU_SLOTS: usize = 64;
 
-/// The heap inside [`StdHeap`].
-pub type StdHeapInner = Heap<MmapSource, StdPlatform, YieldMutex, STD_CPU_SLOTS>;
+/// The heap inside [`StdHeap`] with lock `R`.
+pub type StdHeapInner<R = YieldMutex> = Heap<MmapSource, StdPlatform, R, STD_CPU_SLOTS>;
 
 /// A ready desktop allocator: [`STD_CPU_SLOTS`] caches, one per thread (round robin, through
 /// a thread-local index; see [`StdPlatform`]), a spin-then-yield lock for the central cache
@@ -34,15 +36,26 @@ pub type StdHeapInner = Heap<MmapSource, StdPlatform, YieldMutex, STD_CPU_SLOTS>
 /// pointer, and a misuse it detects (a foreign or freed pointer; with the `checked` feature
 /// also double and interior frees and mismatched layouts) prints the fault and aborts.
 /// It derefs to the [`Heap`] inside for statistics and maintenance.
-pub struct StdHeap(StdHeapInner);
+///
+/// The lock of the central cache and page heap is a parameter, [`YieldMutex`] by default, so
+/// that a user with needs of its own keeps everything else: the C library (`capi/`) uses a
+/// lock that registers itself for its `fork()` handler.
+pub struct StdHeap<R: RawMutex = YieldMutex>(StdHeapInner<R>);
 
 impl StdHeap {
+    /// The allocator with the default lock. Takes no memory until the first allocation.
+    pub const fn new() -> Self {
+        Self::with_lock()
+    }
+}
+
+impl<R: RawMutex> StdHeap<R> {
     /// The configuration: [`Config::new`] (4 KiB pages, objects up to 32 KiB from size
     /// classes, 1 MiB per CPU slot).
     pub const CONFIG: Config = Config::new();
 
-    /// The allocator. Takes no memory until the first allocation.
-    pub const fn new() -> Self {
+    /// The allocator with lock `R`. Takes no memory until the first allocation.
+    pub const fn with_lock() -> Self {
         Self(Heap::new(
             MmapSource::new(),
             StdPlatform::new(),
@@ -56,7 +69,7 @@ impl StdHeap {
     }
 
     /// The heap inside.
-    pub fn heap(&self) -> &StdHeapInner {
+    pub fn heap(&self) -> &StdHeapInner<R> {
         &self.0
     }
 }
@@ -67,16 +80,16 @@ impl Default for StdHeap {
     }
 }
 
-impl Deref for StdHeap {
-    type Target = StdHeapInner;
-    fn deref(&self) -> &StdHeapInner {
+impl<R: RawMutex> Deref for StdHeap<R> {
+    type Target = StdHeapInner<R>;
+    fn deref(&self) -> &StdHeapInner<R> {
         &self.0
     }
 }
 
 // SAFETY: every method delegates to the heap's `GlobalAlloc` implementation, whose contract
 // is the same.
-unsafe impl GlobalAlloc for StdHeap {
+unsafe impl<R: RawMutex> GlobalAlloc for StdHeap<R> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.

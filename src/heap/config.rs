@@ -1,0 +1,109 @@
+//! [`Config`]: page size, small-object limit, cache budgets and growth step of a heap.
+
+use crate::size_class::MAX_CLASS_SIZE;
+
+/// Requests up to this size with alignment up to 8 take the table-lookup fast path.
+pub(crate) const FAST_SIZE: usize = 1024;
+
+/// Sizes and budgets of a heap. Build one with [`Config::new`] (desktop and kernel sizes) or
+/// [`Config::small`] (firmware), then adjust with the `with_*` methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Page size in bytes: a power of two from 256 to 64 KiB. Spans are whole pages, and the
+    /// page map has one entry per page.
+    pub page_size: usize,
+    /// Largest request served from a size class; larger ones are page spans. At most
+    /// 32 KiB; by default 8 pages, so that a page span never wastes more than 1/8.
+    pub max_small: usize,
+    /// Bytes of free objects each CPU slot may keep before it sends some back.
+    pub cpu_cache_bytes: usize,
+    /// About how many bytes move between a CPU slot and the central cache in one batch.
+    pub batch_bytes: usize,
+    /// The least the heap asks its source for when it grows.
+    pub grow_bytes: usize,
+    /// The least a size-class span spans. Larger spans make the out-of-line span record
+    /// (28 bytes on 32-bit targets, 48 on 64-bit) a smaller share; smaller ones make each class
+    /// hold on to less memory, which matters in a heap of a few KiB.
+    pub min_span_bytes: usize,
+}
+
+impl Config {
+    /// For kernels and desktops: 4 KiB pages, 1 MiB per CPU slot, 1 MiB growth steps.
+    pub const fn new() -> Self {
+        Self {
+            page_size: 4096,
+            max_small: MAX_CLASS_SIZE,
+            cpu_cache_bytes: 1024 * 1024,
+            batch_bytes: 16 * 1024,
+            grow_bytes: 1024 * 1024,
+            min_span_bytes: 4096,
+        }
+    }
+
+    /// For firmware heaps of a few KiB to a few hundred KiB: 256-byte pages (so objects up to
+    /// 2 KiB come from size classes), spans of one page, 1 KiB per CPU slot.
+    pub const fn small() -> Self {
+        Self {
+            page_size: 256,
+            max_small: 8 * 256,
+            cpu_cache_bytes: 1024,
+            batch_bytes: 256,
+            grow_bytes: 0,
+            min_span_bytes: 256,
+        }
+    }
+
+    /// Set the page size; the small-object limit follows (8 pages, at most 32 KiB).
+    pub const fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size;
+        self.max_small = if 8 * page_size < MAX_CLASS_SIZE {
+            8 * page_size
+        } else {
+            MAX_CLASS_SIZE
+        };
+        self
+    }
+
+    /// Set the per-slot cache budget.
+    pub const fn with_cpu_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cpu_cache_bytes = bytes;
+        self
+    }
+
+    /// Set the batch size in bytes.
+    pub const fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes;
+        self
+    }
+
+    /// Set the least bytes of a size-class span.
+    pub const fn with_min_span_bytes(mut self, bytes: usize) -> Self {
+        self.min_span_bytes = bytes;
+        self
+    }
+
+    /// Set the growth step.
+    pub const fn with_grow_bytes(mut self, bytes: usize) -> Self {
+        self.grow_bytes = bytes;
+        self
+    }
+
+    /// Check the configuration; panics (at compile time when the heap is a `static`) if it
+    /// is invalid.
+    pub(crate) const fn validate(&self) {
+        assert!(
+            self.page_size.is_power_of_two() && self.page_size >= 256 && self.page_size <= 65536,
+            "cpuheap: page_size must be a power of two from 256 to 65536"
+        );
+        assert!(
+            self.max_small >= FAST_SIZE * 2 && self.max_small <= MAX_CLASS_SIZE,
+            "cpuheap: max_small must be from 2048 to 32768"
+        );
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}

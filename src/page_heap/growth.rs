@@ -1,0 +1,293 @@
+//! Growth: asking the source for runs, turning them into extents, direct runs of their own
+//! for huge spans, and the metadata arena (extent records, bitmaps, page-map arrays, span
+//! records) that every extent and span needs.
+
+use core::mem::{align_of, size_of};
+use core::ptr::{self, NonNull};
+
+use super::extent::{Extent, WORD_BITS};
+use super::{bump_alloc, Locked};
+use crate::page_map::PageMap;
+use crate::page_source::{PageSource, Run};
+use crate::span::{Span, CLASS_META};
+use crate::sync::Ordering;
+
+impl<S: PageSource> Locked<'_, S> {
+    /// Metadata of an extent of `pages` pages: its record and bitmaps.
+    pub(super) fn extent_meta(pages: usize) -> usize {
+        let bitmap = pages.div_ceil(WORD_BITS) * size_of::<usize>() + align_of::<usize>();
+        let bitmaps = if S::ZERO_FILLED { 2 * bitmap } else { bitmap };
+        size_of::<Extent>() + align_of::<Extent>() + bitmaps
+    }
+
+    /// Metadata needed to add a run of `pages` pages: extent record, bitmaps, page-map arrays.
+    pub(super) fn meta_need(pages: usize, page_shift: u32) -> usize {
+        Self::extent_meta(pages) + S::Map::meta_bound(pages, page_shift)
+    }
+
+    /// Ask the source for memory enough for a span of `pages` pages aligned to `align`, and
+    /// add it as a new extent. Returns `false` if the source has nothing suitable.
+    pub(super) fn grow(&mut self, pages: usize, align: usize) -> bool {
+        let page = self.geom.page_size();
+        let Some(span_bytes) = pages
+            .checked_mul(page)
+            .and_then(|b| b.checked_add(align.saturating_sub(page)))
+        else {
+            return false;
+        };
+        // Ask for the span plus its metadata, or the growth step if that is more.
+        let meta_pages = Self::meta_need(span_bytes >> self.geom.page_shift, self.geom.page_shift)
+            .div_ceil(page);
+        let Some(min_bytes) = span_bytes.checked_add(meta_pages * page) else {
+            return false;
+        };
+        // Prefer a whole growth step; settle for what the span needs.
+        let run = match self
+            .st
+            .source
+            .grow(min_bytes.max(self.geom.grow_bytes), page)
+        {
+            Some(run) => run,
+            None if self.geom.grow_bytes > min_bytes => {
+                match self.st.source.grow(min_bytes, page) {
+                    Some(run) => run,
+                    None => return false,
+                }
+            }
+            None => return false,
+        };
+        self.stats.grows.fetch_add(1, Ordering::Relaxed);
+        self.add_run(run)
+    }
+
+    /// Turn a run from the source into an extent, carving its metadata from its front when
+    /// the arena is short.
+    /// A run that cannot be used (the page map is full, or the run is too small to hold even
+    /// its own metadata) goes back to the source.
+    pub(crate) fn add_run(&mut self, run: Run) -> bool {
+        let page = self.geom.page_size();
+        let mut base = run.base.as_ptr() as usize;
+        let mut pages = run.len >> self.geom.page_shift;
+        debug_assert_eq!(base % page, 0);
+        let need = Self::extent_meta(pages).saturating_add(self.map.meta_need(
+            base,
+            pages,
+            self.geom.page_shift,
+        ));
+        let carve = if self.st.arena_end - self.st.arena < need {
+            need.div_ceil(page)
+        } else {
+            0
+        };
+        if carve >= pages || !self.map.has_room() {
+            // SAFETY: `run` came from this source and the heap has not touched it.
+            unsafe { self.st.source.release(run) };
+            return false;
+        }
+        self.stats
+            .source_bytes
+            .fetch_add(run.len, Ordering::Relaxed);
+        if carve > 0 {
+            self.st.arena = base;
+            self.st.arena_end = base + carve * page;
+            base += carve * page;
+            pages -= carve;
+            self.stats
+                .meta_bytes
+                .fetch_add(carve * page, Ordering::Relaxed);
+        }
+        self.install(base, pages, None).is_some()
+    }
+
+    /// Make `[base, base + pages)` (inside `run`) an extent: its record and bitmaps come from
+    /// `local` (a direct run's own front) or the arena, its page-map entries from the arena.
+    /// Links it last and counts its pages.
+    pub(super) fn install(
+        &mut self,
+        base: usize,
+        pages: usize,
+        local: Option<(usize, usize)>,
+    ) -> Option<*mut Extent> {
+        let words = pages.div_ceil(WORD_BITS);
+        let (mut cur, end) = local.unwrap_or((self.st.arena, self.st.arena_end));
+        let ext = bump_alloc(&mut cur, end, size_of::<Extent>(), align_of::<Extent>())?;
+        debug_assert!(local.is_none_or(|(start, _)| ext.as_ptr() as usize == start));
+        let bitmaps = if S::ZERO_FILLED { 2 * words } else { words };
+        let bitmap = bump_alloc(
+            &mut cur,
+            end,
+            bitmaps * size_of::<usize>(),
+            align_of::<usize>(),
+        )?;
+        if local.is_none() {
+            self.st.arena = cur;
+        }
+        // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
+        let map = self.map;
+        let registered = unsafe {
+            map.register(base, pages, self.geom.page_shift, &mut |size, align| {
+                self.arena_alloc(size, align)
+            })
+        };
+        if !registered {
+            return None;
+        }
+        let bitmap = bitmap.as_ptr().cast::<usize>();
+        if pages % WORD_BITS != 0 {
+            // SAFETY: the last word of the bitmap just allocated.
+            unsafe { *bitmap.add(words - 1) = !0usize << (pages % WORD_BITS) };
+        }
+        let ext = ext.as_ptr().cast::<Extent>();
+        // SAFETY: `ext` is fresh, aligned metadata memory for one `Extent`.
+        unsafe {
+            ext.write(Extent {
+                base,
+                pages,
+                bitmap,
+                free_count: pages,
+                hint: 0,
+                next: ptr::null_mut(),
+                has_clean: S::ZERO_FILLED,
+                direct: local.is_some(),
+            });
+            // Fresh memory from a zero-filling source is clean.
+            (*ext).set_clean(0, pages, true);
+            match self.st.last.as_mut() {
+                Some(last) => last.next = ext,
+                None => self.st.extents = ext,
+            }
+        }
+        self.st.last = ext;
+        self.stats.pages.fetch_add(pages, Ordering::Relaxed);
+        self.stats.free_pages.fetch_add(pages, Ordering::Relaxed);
+        if !S::ZERO_FILLED {
+            self.stats.idle_pages.fetch_add(pages, Ordering::Relaxed);
+        }
+        Some(ext)
+    }
+
+    /// A direct run for a span of `pages` pages aligned to `align`: the run's first page(s)
+    /// hold the extent's record and bitmaps, the span takes the rest. Returns the span's start.
+    pub(super) fn alloc_direct(&mut self, pages: usize, align: usize) -> Option<usize> {
+        let (page, shift) = (self.geom.page_size(), self.geom.page_shift);
+        let span_pages = pages.checked_add((align >> shift).saturating_sub(1))?;
+        let local = Self::extent_meta(span_pages).div_ceil(page);
+        let bytes = span_pages.checked_add(local)?.checked_mul(page)?;
+        let run = self.st.source.grow_direct(bytes, page)?;
+        let run_start = run.base.as_ptr() as usize;
+        debug_assert!(run.len >= bytes && run_start % page == 0);
+        let base = run_start + local * page;
+        let ext_pages = (run.len >> shift) - local;
+        let need = self.map.meta_need(base, ext_pages, shift);
+        let room = need <= self.st.arena_end - self.st.arena || {
+            need != usize::MAX && self.refill_arena(need)
+        };
+        let ext = if room {
+            self.install(base, ext_pages, Some((run_start, base)))
+        } else {
+            None
+        };
+        let Some(ext) = ext else {
+            // SAFETY: the run came from `grow_direct` and holds nothing of the heap's.
+            unsafe { self.st.source.release(run) };
+            return None;
+        };
+        self.stats.grows.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .source_bytes
+            .fetch_add(run.len, Ordering::Relaxed);
+        self.stats
+            .meta_bytes
+            .fetch_add(local * page, Ordering::Relaxed);
+        self.stats.direct_runs.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the extent was just installed; we hold the lock.
+        let e = unsafe { &mut *ext };
+        match e.find(pages, align, shift) {
+            Some(i) => {
+                self.st.last_zeroed = self.use_pages(e, i, pages);
+                Some(e.base + (i << shift))
+            }
+            None => {
+                self.release_direct(ext);
+                None
+            }
+        }
+    }
+
+    /// Point the arena at `bytes` (or more) of fresh metadata pages taken from an extent,
+    /// growing the heap if none has room.
+    pub(super) fn refill_arena(&mut self, bytes: usize) -> bool {
+        let page = self.geom.page_size();
+        let k = bytes.div_ceil(page).max(1);
+        let start = match self.take_pages(k, 1) {
+            Some(p) => p,
+            None => {
+                if !self.grow(k, 1) {
+                    return false;
+                }
+                match self.take_pages(k, 1) {
+                    Some(p) => p,
+                    None => return false,
+                }
+            }
+        };
+        self.set_map(start, k, CLASS_META, ptr::null_mut());
+        self.stats.meta_bytes.fetch_add(k * page, Ordering::Relaxed);
+        self.st.arena = start;
+        self.st.arena_end = start + k * page;
+        true
+    }
+
+    /// Take the highest free page of the last extent that has one. Metadata pages come from
+    /// the top so that they do not split the runs that spans are carved from at the bottom.
+    pub(super) fn take_top_page(&mut self) -> Option<usize> {
+        let mut found = None;
+        let mut e = self.st.extents;
+        // SAFETY: extent records are valid for the heap's life; we hold the lock.
+        while let Some(ext) = unsafe { e.as_mut() } {
+            if ext.free_count > 0 && !ext.direct {
+                found = Some(e);
+            }
+            e = ext.next;
+        }
+        // SAFETY: as above.
+        let ext = unsafe { &mut *found? };
+        let i = ext.last_free()?;
+        self.use_pages(ext, i, 1);
+        Some(ext.base + (i << self.geom.page_shift))
+    }
+
+    /// A span record: a spare one, or a new one from the arena, refilling the arena with a
+    /// metadata page when it is empty.
+    pub(super) fn new_record(&mut self) -> Option<*mut Span> {
+        if let Some(s) = NonNull::new(self.st.spare) {
+            // SAFETY: spare records are valid records linked through `next`.
+            self.st.spare = unsafe { s.as_ref().next };
+            return Some(s.as_ptr());
+        }
+        let rec = match self.arena_alloc(size_of::<Span>(), align_of::<Span>()) {
+            Some(r) => r,
+            None => {
+                let page = match self.take_top_page() {
+                    Some(p) => p,
+                    None => {
+                        if !self.grow(1, 1) {
+                            return None;
+                        }
+                        self.take_top_page()?
+                    }
+                };
+                if let Some(pr) = self.map.page(page, self.geom.page_shift) {
+                    pr.class.store(CLASS_META, Ordering::Relaxed);
+                }
+                self.stats
+                    .meta_bytes
+                    .fetch_add(self.geom.page_size(), Ordering::Relaxed);
+                self.st.arena = page;
+                self.st.arena_end = page + self.geom.page_size();
+                self.arena_alloc(size_of::<Span>(), align_of::<Span>())?
+            }
+        };
+        Some(rec.as_ptr().cast())
+    }
+}

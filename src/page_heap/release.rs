@@ -1,0 +1,138 @@
+//! Giving memory back: idle pages are discarded (madvise) once more than the source's idle
+//! limit is idle, and a direct run goes back to the source whole when its span is freed.
+
+use core::ptr::{self, NonNull};
+
+use super::extent::Extent;
+use super::Locked;
+use crate::page_source::{PageSource, Run};
+use crate::sync::Ordering;
+
+impl<S: PageSource> Locked<'_, S> {
+    /// Unlink a wholly free direct extent and give its run back to the source (it stays if
+    /// the source will not take it).
+    pub(super) fn release_direct(&mut self, ext: *mut Extent) {
+        let mut prev: *mut Extent = ptr::null_mut();
+        let mut e = self.st.extents;
+        while !e.is_null() && e != ext {
+            prev = e;
+            // SAFETY: linked extent records are valid; we hold the lock.
+            e = unsafe { (*e).next };
+        }
+        if e.is_null() {
+            return;
+        }
+        // SAFETY: `ext` is linked, so valid; it is read before its run is released.
+        let (pages, idle, run, next) = unsafe {
+            let x = &*ext;
+            debug_assert!(x.direct && x.free_count == x.pages);
+            (
+                x.pages,
+                x.idle_pages(),
+                x.direct_run(self.geom.page_shift),
+                x.next,
+            )
+        };
+        let Some(run) = run else { return };
+        // SAFETY: `prev` is null or a linked record.
+        match unsafe { prev.as_mut() } {
+            Some(p) => p.next = next,
+            None => self.st.extents = next,
+        }
+        if self.st.last == ext {
+            self.st.last = prev;
+        }
+        // SAFETY: the extent is unlinked and wholly free: nothing of the heap's lives in its
+        // run but its own record, which is no longer reachable.
+        if !unsafe { self.st.source.release(run) } {
+            // Keep it: link it back last.
+            // SAFETY: the record is still valid, the run was not released.
+            unsafe {
+                (*ext).next = ptr::null_mut();
+                match self.st.last.as_mut() {
+                    Some(last) => last.next = ext,
+                    None => self.st.extents = ext,
+                }
+            }
+            self.st.last = ext;
+            return;
+        }
+        let st = self.stats;
+        st.pages.fetch_sub(pages, Ordering::Relaxed);
+        st.free_pages.fetch_sub(pages, Ordering::Relaxed);
+        st.idle_pages.fetch_sub(idle, Ordering::Relaxed);
+        st.source_bytes.fetch_sub(run.len, Ordering::Relaxed);
+        st.meta_bytes
+            .fetch_sub(run.len - (pages << self.geom.page_shift), Ordering::Relaxed);
+        st.released_bytes.fetch_add(run.len, Ordering::Relaxed);
+        st.direct_runs.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Discard idle pages (see the module docs) once more than the source's idle limit is
+    /// idle, down to half of it.
+    pub(super) fn maybe_discard(&mut self) {
+        let limit = self.st.source.idle_limit();
+        if limit != usize::MAX
+            && self.stats.idle_pages.load(Ordering::Relaxed) << self.geom.page_shift > limit
+        {
+            self.discard_idle(limit / 2);
+        }
+    }
+
+    /// Give idle runs of pages back to the source with `discard` until at most `keep` bytes
+    /// are idle. Returns the bytes discarded. Does nothing unless the source is
+    /// [`ZERO_FILLED`](PageSource::ZERO_FILLED).
+    pub(crate) fn discard_idle(&mut self, keep: usize) -> usize {
+        if !S::ZERO_FILLED {
+            return 0;
+        }
+        let shift = self.geom.page_shift;
+        let mut done = 0;
+        let mut e = self.st.extents;
+        // SAFETY: extent records are valid while linked; we hold the lock.
+        while let Some(ext) = unsafe { e.as_mut() } {
+            let mut i = 0;
+            loop {
+                if self.stats.idle_pages.load(Ordering::Relaxed) << shift <= keep {
+                    return done;
+                }
+                let start = ext.next_bit(i, |w| ext.idle_word(w));
+                if start >= ext.pages {
+                    break;
+                }
+                let end = ext.next_bit(start, |w| !ext.idle_word(w));
+                if !self.discard_run(ext, start, end - start) {
+                    return done;
+                }
+                done += (end - start) << shift;
+                i = end;
+            }
+            e = ext.next;
+        }
+        done
+    }
+
+    /// Discard `n` idle pages of `ext` from page `i`; they become clean.
+    pub(super) fn discard_run(&mut self, ext: &mut Extent, i: usize, n: usize) -> bool {
+        let shift = self.geom.page_shift;
+        let Some(base) = NonNull::new((ext.base + (i << shift)) as *mut u8) else {
+            return false;
+        };
+        let range = Run {
+            base,
+            len: n << shift,
+        };
+        // SAFETY: the pages are free pages of an extent of this source's run: no data lives
+        // there.
+        if !ext.has_clean || !unsafe { self.st.source.discard(range) } {
+            return false;
+        }
+        ext.set_clean(i, n, true);
+        self.stats.idle_pages.fetch_sub(n, Ordering::Relaxed);
+        self.stats
+            .discarded_bytes
+            .fetch_add(n << shift, Ordering::Relaxed);
+        self.stats.discards.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}

@@ -1,0 +1,203 @@
+//! The span lifecycle: finding a run of free pages (first fit, aligned), handing it out as a
+//! span with its page-map entries, and taking it back, shrinking or growing it in place.
+
+use core::ptr;
+
+use super::extent::Extent;
+use super::Locked;
+use crate::page_map::PageMap;
+use crate::page_source::PageSource;
+use crate::span::{Span, SpanFlags, CLASS_FREED, CLASS_LARGE};
+use crate::sync::Ordering;
+
+impl<S: PageSource> Locked<'_, S> {
+    /// Mark `n` free pages of `ext` from page `i` used, with the counters. Returns whether
+    /// they were all clean (known zero).
+    pub(super) fn use_pages(&self, ext: &mut Extent, i: usize, n: usize) -> bool {
+        let clean = ext.count_clean(i, n);
+        ext.set_clean(i, n, false);
+        ext.set_range(i, n, true);
+        self.stats.free_pages.fetch_sub(n, Ordering::Relaxed);
+        self.stats
+            .idle_pages
+            .fetch_sub(n - clean, Ordering::Relaxed);
+        ext.has_clean && clean == n
+    }
+
+    /// Mark `n` used pages of `ext` from page `i` free (and idle), with the counters.
+    pub(super) fn mark_free(&self, ext: &mut Extent, i: usize, n: usize) {
+        ext.set_range(i, n, false);
+        self.stats.free_pages.fetch_add(n, Ordering::Relaxed);
+        self.stats.idle_pages.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Find `n` free pages aligned to `align` in some shared (not direct) extent; mark them
+    /// used.
+    pub(super) fn take_pages(&mut self, n: usize, align: usize) -> Option<usize> {
+        let page_shift = self.geom.page_shift;
+        let mut e = self.st.extents;
+        // SAFETY: extent records are valid while linked; we hold the lock.
+        while let Some(ext) = unsafe { e.as_mut() } {
+            if !ext.direct {
+                if let Some(i) = ext.find(n, align, page_shift) {
+                    self.st.last_zeroed = self.use_pages(ext, i, n);
+                    return Some(ext.base + (i << page_shift));
+                }
+            }
+            e = ext.next;
+        }
+        None
+    }
+
+    /// The extent holding `addr`, or null.
+    pub(super) fn extent_ptr(&self, addr: usize, page_shift: u32) -> *mut Extent {
+        let mut e = self.st.extents;
+        // SAFETY: as in `take_pages`.
+        while let Some(ext) = unsafe { e.as_ref() } {
+            if ext.contains(addr, page_shift) {
+                return e;
+            }
+            e = ext.next;
+        }
+        ptr::null_mut()
+    }
+
+    /// Allocate a span of `pages` pages aligned to `align` bytes for size class `class`
+    /// (0 for a large allocation), and point the page map at it. Grows through the source
+    /// when no run of free pages is long enough.
+    pub(crate) fn alloc_span(
+        &mut self,
+        pages: usize,
+        align: usize,
+        class: u8,
+    ) -> Option<*mut Span> {
+        // The record first: taking a metadata page must not steal the run found below.
+        let rec = self.new_record()?;
+        self.st.last_zeroed = false;
+        let direct = pages
+            .checked_mul(self.geom.page_size())
+            .is_some_and(|b| b >= self.st.source.direct_threshold());
+        let start = match direct.then(|| self.alloc_direct(pages, align)).flatten() {
+            Some(s) => Some(s),
+            None => match self.take_pages(pages, align) {
+                Some(s) => Some(s),
+                None if self.grow(pages, align) => self.take_pages(pages, align),
+                None => None,
+            },
+        };
+        let Some(start) = start else {
+            // SAFETY: `rec` is a record we own; back to the spare list.
+            unsafe { (*rec).next = self.st.spare };
+            self.st.spare = rec;
+            return None;
+        };
+        let mut span = Span::empty();
+        span.start = start;
+        span.pages = pages;
+        span.class = class;
+        if class == 0 {
+            span.flags = SpanFlags::LARGE;
+        }
+        // SAFETY: `rec` is an exclusively owned record.
+        unsafe { rec.write(span) };
+        let tag = if class == 0 { CLASS_LARGE } else { class };
+        self.set_map(start, pages, tag, rec);
+        self.stats.spans_allocated.fetch_add(1, Ordering::Relaxed);
+        self.stats.span_pages.fetch_add(pages, Ordering::Relaxed);
+        Some(rec)
+    }
+
+    pub(super) fn set_map(&self, start: usize, pages: usize, tag: u8, span: *mut Span) {
+        for i in 0..pages {
+            if let Some(pr) = self
+                .map
+                .page(start + (i << self.geom.page_shift), self.geom.page_shift)
+            {
+                pr.span.store(span, Ordering::Relaxed);
+                pr.class.store(tag, Ordering::Release);
+            }
+        }
+    }
+
+    /// Give a span's pages back and recycle its record.
+    ///
+    /// # Safety
+    /// `span` must be a live span of this heap with no object in use.
+    pub(crate) unsafe fn free_span(&mut self, span: *mut Span) {
+        // SAFETY: the caller guarantees a live record.
+        let (start, pages) = unsafe { ((*span).start, (*span).pages) };
+        self.set_map(start, pages, CLASS_FREED, ptr::null_mut());
+        let ext = self.extent_ptr(start, self.geom.page_shift);
+        // SAFETY: null or a linked extent record; we hold the lock.
+        let direct = match unsafe { ext.as_mut() } {
+            Some(e) => {
+                self.mark_free(e, (start - e.base) >> self.geom.page_shift, pages);
+                e.direct && e.free_count == e.pages
+            }
+            None => false,
+        };
+        self.stats.spans_freed.fetch_add(1, Ordering::Relaxed);
+        self.stats.span_pages.fetch_sub(pages, Ordering::Relaxed);
+        // SAFETY: the record is no longer referenced by the page map.
+        unsafe { (*span).next = self.st.spare };
+        self.st.spare = span;
+        if direct {
+            self.release_direct(ext);
+        } else {
+            self.maybe_discard();
+        }
+    }
+
+    /// Shrink a large span to `new_pages` pages in place, freeing its tail.
+    ///
+    /// # Safety
+    /// `span` must be a live large span and `new_pages` at least 1 and at most its length.
+    pub(crate) unsafe fn shrink_span(&mut self, span: *mut Span, new_pages: usize) {
+        // SAFETY: the caller guarantees a live record.
+        let s = unsafe { &mut *span };
+        let tail = s.start + (new_pages << self.geom.page_shift);
+        let n = s.pages - new_pages;
+        if n == 0 {
+            return;
+        }
+        self.set_map(tail, n, CLASS_FREED, ptr::null_mut());
+        s.pages = new_pages;
+        self.stats.span_pages.fetch_sub(n, Ordering::Relaxed);
+        let ext = self.extent_ptr(tail, self.geom.page_shift);
+        // SAFETY: null or a linked extent record; we hold the lock.
+        if let Some(e) = unsafe { ext.as_mut() } {
+            let i = (tail - e.base) >> self.geom.page_shift;
+            self.mark_free(e, i, n);
+            if e.direct {
+                // No other span can use a direct run's pages: let them go now.
+                self.discard_run(e, i, n);
+                return;
+            }
+        }
+        self.maybe_discard();
+    }
+
+    /// Grow a large span to `new_pages` pages in place if the pages after it are free.
+    ///
+    /// # Safety
+    /// `span` must be a live large span and `new_pages` larger than its length.
+    pub(crate) unsafe fn extend_span(&mut self, span: *mut Span, new_pages: usize) -> bool {
+        // SAFETY: the caller guarantees a live record.
+        let s = unsafe { &mut *span };
+        let end = s.end(self.geom.page_size());
+        let n = new_pages - s.pages;
+        // SAFETY: null or a linked extent record; we hold the lock.
+        let Some(ext) = (unsafe { self.extent_ptr(s.start, self.geom.page_shift).as_mut() }) else {
+            return false;
+        };
+        let i = (end - ext.base) >> self.geom.page_shift;
+        if i + n > ext.pages || ext.next_with(i, true) < i + n {
+            return false;
+        }
+        self.use_pages(ext, i, n);
+        s.pages = new_pages;
+        self.set_map(end, n, CLASS_LARGE, span);
+        self.stats.span_pages.fetch_add(n, Ordering::Relaxed);
+        true
+    }
+}
