@@ -19,7 +19,7 @@ fn exhaust(config: Config, bytes: usize, max_size: usize, seed: u64) {
     let (h, lo, hi) = heap_with_region::<1>(bytes, config);
     let mut first_round = 0;
     for round in 0..3 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut live: BTreeMap<usize, (usize, Layout)> = BTreeMap::new();
         loop {
             let size = 1 + rng.below(max_size as u64) as usize;
@@ -232,7 +232,7 @@ fn random_operations_keep_their_patterns() {
         (Config::new(), 8 << 20, 70_000),
     ] {
         let h = heap::<4>(bytes, config);
-        let mut rng = Rng(99);
+        let mut rng = Rng::new(99);
         let mut live: Vec<(*mut u8, Layout, u64)> = vec![];
         for i in 0..20_000u64 {
             set_cpu(rng.below(4) as usize);

@@ -126,7 +126,7 @@ impl Soak<'_> {
 
     /// One worker thread's life: a few thousand operations, then exit.
     fn worker(&self, id: u64) {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ id.wrapping_mul(0x2545_f491));
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ id.wrapping_mul(0x2545_f491));
         set_cpu(rng.below(2 * SLOTS as u64) as usize);
         let mut live: Vec<Obj> = Vec::new();
         let ops = 500 + rng.below(5000);

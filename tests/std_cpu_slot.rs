@@ -41,7 +41,7 @@ fn churn<A: GlobalAlloc + Sync>(heap: &A, threads: usize, ops: usize) -> f64 {
         for t in 0..threads {
             let barrier = &barrier;
             s.spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1));
+                let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1));
                 let mut live: Vec<(*mut u8, Layout)> = Vec::with_capacity(1000);
                 barrier.wait();
                 for _ in 0..ops {

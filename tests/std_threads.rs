@@ -36,7 +36,7 @@ fn many_threads_with_their_own_live_sets() {
         .map(|t| {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(0x1234_5678 + t as u64);
+                let mut rng = Rng::new(0x1234_5678 + t as u64);
                 let mut live: Vec<(u64, Vec<u8>)> = vec![];
                 barrier.wait();
                 for i in 0..20_000u64 {
@@ -78,7 +78,7 @@ fn objects_freed_on_other_threads() {
             let next = txs[(t + 1) % threads].clone();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng(0xdead_beef + t as u64);
+                let mut rng = Rng::new(0xdead_beef + t as u64);
                 barrier.wait();
                 let mut received = 0;
                 for i in 0..10_000u64 {

@@ -28,7 +28,7 @@ fn cross_slot_stress<const CPUS: usize>(
             let barrier = &barrier;
             s.spawn(move || {
                 set_cpu(t);
-                let mut rng = Rng(0x9e37_79b9 * (t as u64 + 1));
+                let mut rng = Rng::new(0x9e37_79b9 * (t as u64 + 1));
                 let mut live: Vec<Obj> = vec![];
                 barrier.wait();
                 for i in 0..ops {

@@ -3,10 +3,10 @@
 //! allocation returns null, every CPU slot is drained and it is tried once more. Here too:
 //! the `GlobalAlloc` and `allocator_api2` faces.
 //!
-//! - [`config`]: [`Config`];
-//! - [`large`]: page spans for large requests, and resizing them in place;
-//! - [`checked`]: the live bits of checked mode;
-//! - [`invariants`]: [`Heap::check_invariants`].
+//! - `config`: [`Config`];
+//! - `large`: page spans for large requests, and resizing them in place;
+//! - `checked`: the live bits of checked mode;
+//! - `invariants`: [`Heap::check_invariants`].
 
 #[cfg(feature = "checked")]
 mod checked;

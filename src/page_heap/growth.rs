@@ -122,8 +122,8 @@ impl<S: PageSource> Locked<'_, S> {
         if local.is_none() {
             self.st.arena = cur;
         }
-        // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
         let map = self.map;
+        // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
         let registered = unsafe {
             map.register(base, pages, self.geom.page_shift, &mut |size, align| {
                 self.arena_alloc(size, align)

@@ -58,20 +58,8 @@ pub fn heap_with_region<const CPUS: usize>(
     (h, start, start + bytes)
 }
 
-/// xorshift64*: small, deterministic, good enough for choosing operations.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The project's shared deterministic PRNG.
+pub type Rng = cpuheap_testkit::Rng;
 
 /// Fill `len` bytes at `p` with a pattern derived from `seed`.
 pub unsafe fn fill(p: *mut u8, len: usize, seed: u64) {
