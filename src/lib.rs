@@ -20,8 +20,8 @@
 //! - `stats`: every counter and the [`Stats`] snapshot.
 //! - [`Heap`] dispatches over the tiers and implements `GlobalAlloc` and `allocator_api2`'s
 //!   `Allocator`.
-//! - `hosted` (feature `std`): [`MmapSource`](hosted::MmapSource), the std platforms and
-//!   [`StdHeap`](hosted::StdHeap).
+//! - `hosted` (feature `std`): `MmapSource`, the std platforms and
+//!   `StdHeap`.
 //!
 //! ```no_run
 //! use core::mem::MaybeUninit;
@@ -55,7 +55,6 @@ mod span;
 mod stats;
 mod sync;
 
-/// The hosted wing: mmap source, std platforms and lock, [`StdHeap`].
 #[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
 pub mod hosted;
 #[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]

@@ -164,6 +164,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn span_capacity_fits_u16() {
+        // The largest spans a configuration can ask for: `min_span_bytes` at its limit, grown
+        // 8x, at every page size.
+        let most = crate::heap::MAX_MIN_SPAN_BYTES << 3;
+        for shift in 8..=16 {
+            let page = 1usize << shift;
+            for c in 1..NUM_CLASSES {
+                let objects = span_pages(c, page, most) * page / class_size(c);
+                assert!(
+                    objects <= u16::MAX as usize,
+                    "class {c}, page {page}: {objects}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn classes_are_sorted_and_8_aligned() {
         for c in 2..NUM_CLASSES {
             assert!(CLASS_SIZES[c] > CLASS_SIZES[c - 1]);

@@ -27,6 +27,22 @@ pub(crate) const CLASS_META: u8 = 0xFE;
 /// Page-map class byte of a free page that belonged to a span before.
 pub(crate) const CLASS_FREED: u8 = 0xFD;
 
+// Layout claims the rest of the heap relies on, checked when the crate compiles.
+const _: () = {
+    use crate::size_class::NUM_CLASSES;
+    // Class bytes 1..NUM_CLASSES name size classes; the special tags lie above them all.
+    assert!(NUM_CLASSES - 1 < CLASS_FREED as usize);
+    assert!(CLASS_FREED < CLASS_META && CLASS_META < CLASS_LARGE && CLASS_NONE == 0);
+    // The record sizes the documentation and the metadata budgets quote (ARCHITECTURE.md,
+    // `Config::min_span_bytes`): 28 bytes on 32-bit targets, 48 on 64-bit.
+    #[cfg(target_pointer_width = "32")]
+    assert!(core::mem::size_of::<Span>() == 28);
+    #[cfg(target_pointer_width = "64")]
+    assert!(core::mem::size_of::<Span>() == 48);
+    // A free object holds its link in its first word, so the smallest class must hold one.
+    assert!(core::mem::size_of::<FreeObj>() <= 8);
+};
+
 /// A free object: its first word links to the next free object.
 #[repr(C)]
 pub(crate) struct FreeObj {

@@ -5,6 +5,9 @@ use crate::size_class::MAX_CLASS_SIZE;
 /// Requests up to this size with alignment up to 8 take the table-lookup fast path.
 pub(crate) const FAST_SIZE: usize = 1024;
 
+/// Largest `min_span_bytes` a configuration may ask for (span object counts are `u16`).
+pub(crate) const MAX_MIN_SPAN_BYTES: usize = 32 * 1024;
+
 /// Sizes and budgets of a heap. Build one with [`Config::new`] (desktop and kernel sizes) or
 /// [`Config::small`] (firmware), then adjust with the `with_*` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +79,7 @@ impl Config {
         self
     }
 
-    /// Set the least bytes of a size-class span.
+    /// Set the least bytes of a size-class span (at most 32 KiB).
     pub const fn with_min_span_bytes(mut self, bytes: usize) -> Self {
         self.min_span_bytes = bytes;
         self
@@ -98,6 +101,13 @@ impl Config {
         assert!(
             self.max_small >= FAST_SIZE * 2 && self.max_small <= MAX_CLASS_SIZE,
             "cpuheap: max_small must be from 2048 to 32768"
+        );
+        // A span's object counts are `u16`s: with spans up to 8 x `min_span_bytes` (2 x for
+        // the tail-waste search), 32 KiB keeps even 8-byte objects below 65 536 per span
+        // (`span_capacity_fits_u16` in size_class.rs checks every class and page size).
+        assert!(
+            self.min_span_bytes <= MAX_MIN_SPAN_BYTES,
+            "cpuheap: min_span_bytes must be at most 32768"
         );
     }
 }

@@ -22,6 +22,8 @@ use lock_api::RawMutex;
 
 pub use self::config::Config;
 use self::config::FAST_SIZE;
+#[cfg(test)]
+pub(crate) use self::config::MAX_MIN_SPAN_BYTES;
 pub use self::invariants::InvariantError;
 use crate::central_cache::CentralCache;
 use crate::cpu_cache::CpuCache;
@@ -381,6 +383,13 @@ unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> GlobalAl
     }
 }
 
+/// An `Allocator` result: the block at `p` of `size` bytes, or the error for null.
+fn block(p: *mut u8, size: usize) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+    NonNull::new(p)
+        .map(|p| NonNull::slice_from_raw_parts(p, size))
+        .ok_or(allocator_api2::alloc::AllocError)
+}
+
 // SAFETY: as for `GlobalAlloc`; blocks stay valid until deallocated through any copy of the
 // reference, since they all reach the same heap.
 unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize>
@@ -388,9 +397,7 @@ unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize>
 {
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let p = Heap::allocate(self, layout);
-        NonNull::new(p)
-            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-            .ok_or(allocator_api2::alloc::AllocError)
+        block(p, layout.size())
     }
 
     fn allocate_zeroed(
@@ -398,9 +405,7 @@ unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize>
         layout: Layout,
     ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let p = Heap::allocate_zeroed(self, layout);
-        NonNull::new(p)
-            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-            .ok_or(allocator_api2::alloc::AllocError)
+        block(p, layout.size())
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
@@ -449,8 +454,6 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             }
             p
         };
-        NonNull::new(p)
-            .map(|p| NonNull::slice_from_raw_parts(p, new.size()))
-            .ok_or(allocator_api2::alloc::AllocError)
+        block(p, new.size())
     }
 }

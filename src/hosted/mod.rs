@@ -1,10 +1,10 @@
 //! The hosted wing (feature `std`, 64-bit Linux): everything a desktop program needs on top
 //! of the `no_std` core, behind the one `cfg` in `lib.rs`.
 //!
-//! - [`mmap`]: [`MmapSource`], pages from the kernel (reservations, direct maps, `madvise`);
-//! - [`platform`]: [`ThreadSlot`] and [`SchedCpu`] (which CPU slot a thread uses) and
+//! - [`mmap`], [`MmapSource`], pages from the kernel (reservations, direct maps, `madvise`);
+//! - [`platform`], [`ThreadSlot`] and [`SchedCpu`] (which CPU slot a thread uses) and
 //!   [`YieldMutex`] (the lock of the central cache and page heap);
-//! - [`std_heap`]: [`StdHeap`], the ready `#[global_allocator]`.
+//! - `std_heap`: [`StdHeap`], the ready `#[global_allocator]`.
 
 pub mod mmap;
 pub mod platform;

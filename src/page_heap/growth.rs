@@ -243,7 +243,8 @@ impl<S: PageSource> Locked<'_, S> {
     pub(super) fn take_top_page(&mut self) -> Option<usize> {
         let mut found = None;
         let mut e = self.st.extents;
-        // SAFETY: extent records are valid for the heap's life; we hold the lock.
+        // SAFETY: extent records are valid while linked (a direct extent's is unlinked before its
+        // run goes back), and `&mut self` is the locked view, so the list cannot change.
         while let Some(ext) = unsafe { e.as_mut() } {
             if ext.free_count > 0 && !ext.direct {
                 found = Some(e);
