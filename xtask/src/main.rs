@@ -4,6 +4,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 mod bench;
 mod capi;
+mod firmware;
 mod qemu;
 mod reliability;
 
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
             }
         }),
         Some("targets") => ensure_targets(),
+        Some("bench") if args.iter().any(|a| a == "--firmware") => firmware::bench(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("capi") => capi::run().and_then(|(p, f)| summary(p, f)),
         Some("fuzz") => {
@@ -52,7 +54,8 @@ fn main() -> ExitCode {
                  loom      run the loom models of the concurrency protocol\n  \
                  soak [S]  run the multi-threaded soak test for S seconds (default 600)\n  \
                  asan      run the host tests under AddressSanitizer (nightly)\n  \
-                 bench     compare against other allocators (see benches/README.md)\n  \
+                 bench     compare against other allocators (see benches/README.md);\n            \
+                 --firmware: flash/RAM/speed on thumbv7em (benches/firmware)\n  \
                  targets   install the Rust targets the tests need"
             );
             Err("no command".into())
@@ -211,6 +214,8 @@ fn test(args: &[String]) -> Result<(), String> {
         );
         add(if ok { (1, 0) } else { (0, 1) });
     }
+    println!("\n=== firmware flash budget (benches/firmware)");
+    add(firmware::flash_budget_test());
     let mut run = |label: &str, r: Result<(usize, usize), String>| {
         println!("\n=== {label}");
         match r {

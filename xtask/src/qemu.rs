@@ -202,7 +202,7 @@ struct Tally {
 // ---------------------------------------------------------------------------------------
 // Tools: repository root, Rust targets, QEMU.
 
-fn repo_root() -> Result<PathBuf, String> {
+pub(crate) fn repo_root() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("CPUHEAP_ROOT") {
         return Ok(PathBuf::from(dir));
     }
@@ -249,7 +249,7 @@ fn is_root_user() -> bool {
 
 /// QEMU present, or installed now (as root, via `qemu/install-qemu.sh`), or an error that
 /// tells the exact command.
-fn ensure_qemu(root: &Path) -> Result<(), String> {
+pub(crate) fn ensure_qemu(root: &Path) -> Result<(), String> {
     let needed = ["qemu-system-arm", "qemu-system-riscv64"];
     if needed.iter().all(|p| on_path(p)) {
         return Ok(());
@@ -275,7 +275,7 @@ fn ensure_qemu(root: &Path) -> Result<(), String> {
     ))
 }
 
-fn ensure_rust_target(target: &str) -> Result<(), String> {
+pub(crate) fn ensure_rust_target(target: &str) -> Result<(), String> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
