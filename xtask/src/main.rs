@@ -11,6 +11,7 @@ mod reliability;
 /// Bare-metal targets the core must build for, with the features each needs.
 const CROSS_TARGETS: &[(&str, &str)] = &[
     ("thumbv7em-none-eabihf", ""),
+    ("thumbv7m-none-eabi", ""),
     ("thumbv6m-none-eabi", ""),
     ("riscv64gc-unknown-none-elf", ""),
     ("thumbv7em-none-eabihf", "critical-section,checked"),

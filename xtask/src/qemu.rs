@@ -78,6 +78,16 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         crate_dir: "qemu/firmware",
+        target: "thumbv7m-none-eabi",
+        features: &[],
+        no_default_features: false,
+        machine: "mps2-an385",
+        qemu: "qemu-system-arm",
+        qemu_args: &["-M", "mps2-an385", "-cpu", "cortex-m3"],
+        kind: Kind::EmbeddedTest,
+    },
+    Suite {
+        crate_dir: "qemu/firmware",
         target: "thumbv6m-none-eabi",
         features: &[],
         no_default_features: false,
