@@ -314,8 +314,8 @@ fn measure(elf: &Path) -> Result<Speed, String> {
         }
     };
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if !status.success() {
         return Err(format!("QEMU exit {status}: {text}"));
     }

@@ -32,6 +32,10 @@ fn main() -> ExitCode {
         Some("targets") => ensure_targets(),
         Some("bench") if args.iter().any(|a| a == "--firmware") => firmware::bench(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("flash-budget") => {
+            let (p, f) = firmware::flash_budget_test();
+            summary(p, f)
+        }
         Some("capi") => capi::run().and_then(|(p, f)| summary(p, f)),
         Some("fuzz") => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
                  asan      run the host tests under AddressSanitizer (nightly)\n  \
                  bench     compare against other allocators (see benches/README.md);\n            \
                  --firmware: flash/RAM/speed on thumbv7em (benches/firmware)\n  \
+                 flash-budget  cpuheap firmware flash over baseline vs. its budget\n  \
                  targets   install the Rust targets the tests need"
             );
             Err("no command".into())

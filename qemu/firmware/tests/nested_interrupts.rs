@@ -288,8 +288,14 @@ mod tests {
         NVIC::pend(TIMER_IRQ);
         cortex_m::asm::dsb();
         cortex_m::asm::isb();
-        assert!(LOW.released.load(Ordering::Acquire), "pended SysTick did not run");
-        assert!(HIGH.released.load(Ordering::Acquire), "pended timer IRQ did not run");
+        assert!(
+            LOW.released.load(Ordering::Acquire),
+            "pended SysTick did not run"
+        );
+        assert!(
+            HIGH.released.load(Ordering::Acquire),
+            "pended timer IRQ did not run"
+        );
         NVIC::mask(TIMER_IRQ);
         for (i, &(p, size)) in held.iter().enumerate() {
             if p != 0 {
@@ -319,15 +325,38 @@ mod tests {
             HIGH.nulls.load(Ordering::Relaxed),
             st.slot_fallbacks
         );
-        assert_eq!(LOW.corrupt.load(Ordering::Relaxed), 0, "SysTick saw corrupted blocks");
-        assert_eq!(HIGH.corrupt.load(Ordering::Relaxed), 0, "timer handler saw corrupted blocks");
-        assert!(low >= want_low, "only {low} SysTicks in {iterations} iterations");
+        assert_eq!(
+            LOW.corrupt.load(Ordering::Relaxed),
+            0,
+            "SysTick saw corrupted blocks"
+        );
+        assert_eq!(
+            HIGH.corrupt.load(Ordering::Relaxed),
+            0,
+            "timer handler saw corrupted blocks"
+        );
+        assert!(
+            low >= want_low,
+            "only {low} SysTicks in {iterations} iterations"
+        );
         // Every SysTick (but the last, releasing one) pended the timer from its body.
-        assert!(nested >= low - 1, "the timer preempted SysTick only {nested} times");
+        assert!(
+            nested >= low - 1,
+            "the timer preempted SysTick only {nested} times"
+        );
         assert!(high > nested, "the timer never fired on its own");
-        assert!(LOW.allocs.load(Ordering::Relaxed) >= low, "SysTick allocations failed");
-        assert!(HIGH.allocs.load(Ordering::Relaxed) >= high, "timer allocations failed");
-        assert!(st.slot_fallbacks > 0, "no handler ever found the CPU slot busy");
+        assert!(
+            LOW.allocs.load(Ordering::Relaxed) >= low,
+            "SysTick allocations failed"
+        );
+        assert!(
+            HIGH.allocs.load(Ordering::Relaxed) >= high,
+            "timer allocations failed"
+        );
+        assert!(
+            st.slot_fallbacks > 0,
+            "no handler ever found the CPU slot busy"
+        );
         if let Err(e) = HEAP.check_invariants() {
             panic!("{}", e);
         }

@@ -9,8 +9,11 @@ use cpuheap::{Config, CriticalSectionRawMutex, Fault, Heap, SingleCpu, StaticReg
 use cpuheap_firmware_bench::{finish, workload, Region};
 
 #[global_allocator]
-static HEAP: Heap<StaticRegion<1>, SingleCpu, CriticalSectionRawMutex, 1> =
-    Heap::new(StaticRegion::new(), SingleCpu::with_fatal_hook(on_fatal), Config::small());
+static HEAP: Heap<StaticRegion<1>, SingleCpu, CriticalSectionRawMutex, 1> = Heap::new(
+    StaticRegion::new(),
+    SingleCpu::with_fatal_hook(on_fatal),
+    Config::small(),
+);
 
 static mut REGION: Region = Region::new();
 
