@@ -583,9 +583,15 @@ fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
         }
     };
     let (mut passed, mut failed) = (0, 0);
+    // Scenarios announced at boot (`scenario <name>`) but never given a verdict line.
+    let mut pending: Vec<String> = Vec::new();
     for line in outcome.output.lines() {
         let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix("test ") {
+        if let Some(name) = line.strip_prefix("scenario ") {
+            pending.push(name.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("test ") {
+            let name = rest.split(" ... ").next().unwrap_or(rest);
+            pending.retain(|p| p != name);
             if rest.ends_with(" ... ok") {
                 passed += 1;
             } else if rest.contains(" ... FAILED") {
@@ -595,6 +601,10 @@ fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
             }
             println!("test {bin}::{rest}");
         }
+    }
+    for name in &pending {
+        println!("test {bin}::{name} ... FAILED (no verdict: the kernel stopped before it)");
+        failed += 1;
     }
     if verbose() {
         println!("{}", indent(&outcome.output));
