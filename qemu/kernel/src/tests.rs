@@ -45,8 +45,11 @@ fn scenario(hart: usize, name: &str, body: fn(usize)) {
     sync();
 }
 
+/// A scenario: its name and the body every hart runs.
+type Scenario = (&'static str, fn(usize));
+
 /// Every scenario, in order.
-const SCENARIOS: &[(&str, fn(usize))] = &[
+const SCENARIOS: &[Scenario] = &[
     ("smp_all_harts_boot", all_harts_boot),
     ("frame_allocator_concurrent", frames_concurrent),
     ("heap_cpu_slot_per_hart", slot_per_hart),
@@ -78,29 +81,15 @@ pub fn run_all(hart: usize) -> usize {
 static CHECKED_IN: AtomicUsize = AtomicUsize::new(0);
 
 fn all_harts_boot(hart: usize) {
-    check!(
-        hart,
-        crate::hart_id() == hart,
-        "hart id {} != {}",
-        crate::hart_id(),
-        hart
-    );
+    check!(hart, crate::hart_id() == hart, "hart id {} != {}", crate::hart_id(), hart);
     CHECKED_IN.fetch_or(1 << hart, Ordering::AcqRel);
     sync();
     let seen = CHECKED_IN.load(Ordering::Acquire);
-    check!(
-        hart,
-        seen == (1 << HARTS) - 1,
-        "harts checked in: {seen:#b}"
-    );
+    check!(hart, seen == (1 << HARTS) - 1, "harts checked in: {seen:#b}");
 }
 
 fn frames_concurrent(hart: usize) {
-    let before = if hart == 0 {
-        crate::frames::FRAMES.lock().in_use()
-    } else {
-        0
-    };
+    let before = if hart == 0 { crate::frames::FRAMES.lock().in_use() } else { 0 };
     sync();
     let mut held = [0usize; 16];
     for round in 0..200 {
@@ -110,20 +99,10 @@ fn frames_concurrent(hart: usize) {
             let f = crate::frames::FRAMES.lock().alloc(n, align);
             match f {
                 Some(a) => {
-                    check!(
-                        hart,
-                        a % align == 0,
-                        "frame {a:#x} not aligned to {align:#x}"
-                    );
+                    check!(hart, a % align == 0, "frame {a:#x} not aligned to {align:#x}");
                     // Write a hart-specific pattern, read it back later.
                     // SAFETY: the frames are ours until freed.
-                    unsafe {
-                        core::ptr::write_bytes(
-                            a as *mut u8,
-                            hart as u8 + 1,
-                            n * crate::frames::FRAME,
-                        )
-                    };
+                    unsafe { core::ptr::write_bytes(a as *mut u8, hart as u8 + 1, n * crate::frames::FRAME) };
                     *slot = a | n;
                 }
                 None => fail(hart, format_args!("frame allocator exhausted")),
@@ -133,11 +112,9 @@ fn frames_concurrent(hart: usize) {
             if *slot != 0 {
                 let (a, n) = (*slot & !0xfff, *slot & 0xfff);
                 // SAFETY: still ours.
-                let ok = unsafe {
-                    core::slice::from_raw_parts(a as *const u8, n * crate::frames::FRAME)
-                }
-                .iter()
-                .all(|&b| b == hart as u8 + 1);
+                let ok = unsafe { core::slice::from_raw_parts(a as *const u8, n * crate::frames::FRAME) }
+                    .iter()
+                    .all(|&b| b == hart as u8 + 1);
                 check!(hart, ok, "frames at {a:#x} overwritten by another hart");
                 crate::frames::FRAMES.lock().free(a, n);
                 *slot = 0;
@@ -187,9 +164,7 @@ fn stamp(p: *mut u8, size: usize, tag: u8) {
 
 fn stamped(p: *const u8, size: usize, tag: u8) -> bool {
     // SAFETY: the caller owns `size` bytes at `p`.
-    unsafe { core::slice::from_raw_parts(p, size) }
-        .iter()
-        .all(|&b| b == tag)
+    unsafe { core::slice::from_raw_parts(p, size) }.iter().all(|&b| b == tag)
 }
 
 static CACHED_BEFORE: AtomicUsize = AtomicUsize::new(0);
@@ -197,12 +172,7 @@ static CACHED_BEFORE: AtomicUsize = AtomicUsize::new(0);
 /// Each hart's frees land in its own CPU slot: after every hart has freed into its cache,
 /// draining the slots one hart id at a time empties a non-empty cache each time.
 fn slot_per_hart(hart: usize) {
-    check!(
-        hart,
-        <crate::heap::HartPlatform as cpuheap::Platform>::current_cpu(&crate::heap::HartPlatform)
-            == hart,
-        "current_cpu != hart id"
-    );
+    check!(hart, <crate::heap::HartPlatform as cpuheap::Platform>::current_cpu(&crate::heap::HartPlatform) == hart, "current_cpu != hart id");
     // Warm up: allocate and free a few objects so they sit in this hart's slot.
     let layout = Layout::from_size_align(64, 8).unwrap();
     let mut ptrs = [core::ptr::null_mut(); 16];
@@ -249,18 +219,8 @@ fn collections(hart: usize) {
             m.insert(black_box(i * 31 % 200), alloc::format!("{hart}-{i}"));
         }
         check!(hart, b.iter().all(|&x| x == hart as u64), "box corrupted");
-        check!(
-            hart,
-            v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ round),
-            "vec corrupted"
-        );
-        check!(
-            hart,
-            m.len() == 200
-                && m.get(&(7 * 31 % 200)).map(|s| s.as_str())
-                    == Some(alloc::format!("{hart}-7").as_str()),
-            "btreemap corrupted"
-        );
+        check!(hart, v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ round), "vec corrupted");
+        check!(hart, m.len() == 200 && m.get(&(7 * 31 % 200)).map(|s| s.as_str()) == Some(alloc::format!("{hart}-7").as_str()), "btreemap corrupted");
     }
 }
 
@@ -273,11 +233,7 @@ fn concurrent_alloc_free(hart: usize) {
         let i = rng.below(LIVE as u64) as usize;
         let (p, size) = live[i];
         if p != 0 {
-            check!(
-                hart,
-                stamped(p as *const u8, size, (i as u8) ^ (hart as u8)),
-                "block {p:#x} ({size}) corrupted"
-            );
+            check!(hart, stamped(p as *const u8, size, (i as u8) ^ (hart as u8)), "block {p:#x} ({size}) corrupted");
             // SAFETY: allocated below with this layout.
             unsafe { HEAP.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
             live[i] = (0, 0);
@@ -290,10 +246,7 @@ fn concurrent_alloc_free(hart: usize) {
         // SAFETY: nonzero size.
         let q = unsafe { HEAP.alloc(Layout::from_size_align(size, 8).unwrap()) };
         if q.is_null() {
-            fail(
-                hart,
-                format_args!("alloc of {size} failed at iteration {it}"),
-            );
+            fail(hart, format_args!("alloc of {size} failed at iteration {it}"));
             break;
         }
         stamp(q, size, (i as u8) ^ (hart as u8));
@@ -301,11 +254,7 @@ fn concurrent_alloc_free(hart: usize) {
     }
     for (i, (p, size)) in live.into_iter().enumerate() {
         if p != 0 {
-            check!(
-                hart,
-                stamped(p as *const u8, size, (i as u8) ^ (hart as u8)),
-                "block corrupted at the end"
-            );
+            check!(hart, stamped(p as *const u8, size, (i as u8) ^ (hart as u8)), "block corrupted at the end");
             // SAFETY: allocated above with this layout.
             unsafe { HEAP.dealloc(p as *mut u8, Layout::from_size_align(size, 8).unwrap()) };
         }
@@ -345,10 +294,7 @@ impl Ring {
         if tail == self.head.load(Ordering::Acquire) {
             return None;
         }
-        let v = (
-            self.slots[tail % RING].load(Ordering::Relaxed),
-            self.sizes[tail % RING].load(Ordering::Relaxed),
-        );
+        let v = (self.slots[tail % RING].load(Ordering::Relaxed), self.sizes[tail % RING].load(Ordering::Relaxed));
         self.tail.store(tail + 1, Ordering::Release);
         Some(v)
     }
@@ -375,11 +321,7 @@ fn cross_hart_frees(hart: usize) {
         ok
     };
     while sent < PER_HART {
-        let size = if rng.below(50) == 0 {
-            4096 + rng.below(20_000) as usize
-        } else {
-            1 + rng.below(700) as usize
-        };
+        let size = if rng.below(50) == 0 { 4096 + rng.below(20_000) as usize } else { 1 + rng.below(700) as usize };
         // SAFETY: nonzero size.
         let p = unsafe { HEAP.alloc(Layout::from_size_align(size, 16).unwrap()) };
         if p.is_null() {
@@ -419,19 +361,9 @@ fn cross_hart_frees(hart: usize) {
     sync();
     if hart == 0 {
         let total = CROSS_FREED.load(Ordering::Acquire);
-        check!(
-            hart,
-            total == PER_HART * HARTS,
-            "cross-hart frees {total} != {}",
-            PER_HART * HARTS
-        );
+        check!(hart, total == PER_HART * HARTS, "cross-hart frees {total} != {}", PER_HART * HARTS);
         let st = HEAP.stats();
-        check!(
-            hart,
-            st.in_use_bytes == 0,
-            "in use after cross-hart frees: {}",
-            st.in_use_bytes
-        );
+        check!(hart, st.in_use_bytes == 0, "in use after cross-hart frees: {}", st.in_use_bytes);
     }
 }
 
@@ -447,27 +379,16 @@ fn large_and_growth(hart: usize) {
         // SAFETY: nonzero size.
         let p = unsafe { HEAP.alloc(layout) };
         if p.is_null() {
-            fail(
-                hart,
-                format_args!("large alloc {size} align {align} failed"),
-            );
+            fail(hart, format_args!("large alloc {size} align {align} failed"));
             continue;
         }
-        check!(
-            hart,
-            (p as usize).is_multiple_of(align),
-            "{p:?} not aligned to {align}"
-        );
+        check!(hart, (p as usize).is_multiple_of(align), "{p:?} not aligned to {align}");
         stamp(p, size, 0x80 | hart as u8);
         *slot = (p as usize, size, align);
     }
     for (p, size, align) in held {
         if p != 0 {
-            check!(
-                hart,
-                stamped(p as *const u8, size, 0x80 | hart as u8),
-                "large block corrupted"
-            );
+            check!(hart, stamped(p as *const u8, size, 0x80 | hart as u8), "large block corrupted");
             // SAFETY: allocated above with this layout.
             unsafe { HEAP.dealloc(p as *mut u8, Layout::from_size_align(size, align).unwrap()) };
         }
@@ -475,12 +396,7 @@ fn large_and_growth(hart: usize) {
     sync();
     if hart == 0 {
         let st = HEAP.stats();
-        check!(
-            hart,
-            st.source_grows > grows_before,
-            "heap did not grow through the frame allocator ({} grows)",
-            st.source_grows
-        );
+        check!(hart, st.source_grows > grows_before, "heap did not grow through the frame allocator ({} grows)", st.source_grows);
     }
 }
 
@@ -494,54 +410,18 @@ fn final_checks(hart: usize) {
     }
     let st = HEAP.stats();
     println!("  heap stats: {st:?}");
-    check!(
-        hart,
-        st.in_use_bytes == 0,
-        "in use at the end: {}",
-        st.in_use_bytes
-    );
-    check!(
-        hart,
-        st.allocs == st.frees,
-        "allocs {} != frees {}",
-        st.allocs,
-        st.frees
-    );
+    check!(hart, st.in_use_bytes == 0, "in use at the end: {}", st.in_use_bytes);
+    check!(hart, st.allocs == st.frees, "allocs {} != frees {}", st.allocs, st.frees);
     check!(hart, st.allocs > 4 * 40_000, "allocs {}", st.allocs);
-    check!(
-        hart,
-        st.source_grows >= 2,
-        "source grows {}",
-        st.source_grows
-    );
-    check!(
-        hart,
-        st.failed_allocs == 0,
-        "failed allocs {}",
-        st.failed_allocs
-    );
-    check!(
-        hart,
-        st.slot_fallbacks < st.allocs / 10,
-        "slot fallbacks {} of {} allocs: harts share slots?",
-        st.slot_fallbacks,
-        st.allocs
-    );
+    check!(hart, st.source_grows >= 2, "source grows {}", st.source_grows);
+    check!(hart, st.failed_allocs == 0, "failed allocs {}", st.failed_allocs);
+    check!(hart, st.slot_fallbacks < st.allocs / 10, "slot fallbacks {} of {} allocs: harts share slots?", st.slot_fallbacks, st.allocs);
     // The heap's memory is exactly the frames its source holds.
     let (runs, bytes, released) = HEAP.with_source(|s| (s.runs_out, s.bytes_out, s.released));
     let frames_in_use = crate::frames::FRAMES.lock().in_use();
     println!("  source: {runs} runs, {bytes} bytes out, {released} released; frames in use {frames_in_use}");
-    check!(
-        hart,
-        st.source_bytes == bytes,
-        "source bytes {} != frames handed out {bytes}",
-        st.source_bytes
-    );
-    check!(
-        hart,
-        frames_in_use * crate::frames::FRAME == bytes,
-        "frame allocator holds {frames_in_use} frames, heap {bytes} bytes"
-    );
+    check!(hart, st.source_bytes == bytes, "source bytes {} != frames handed out {bytes}", st.source_bytes);
+    check!(hart, frames_in_use * crate::frames::FRAME == bytes, "frame allocator holds {frames_in_use} frames, heap {bytes} bytes");
     HEAP.drain_all_cpus();
     if let Err(e) = HEAP.check_invariants() {
         fail(hart, format_args!("after drain: {e}"));
