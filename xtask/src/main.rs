@@ -4,12 +4,14 @@ use std::process::{Command, ExitCode, Stdio};
 
 mod bench;
 mod capi;
+mod firmware;
 mod qemu;
 mod reliability;
 
 /// Bare-metal targets the core must build for, with the features each needs.
 const CROSS_TARGETS: &[(&str, &str)] = &[
     ("thumbv7em-none-eabihf", ""),
+    ("thumbv7m-none-eabi", ""),
     ("thumbv6m-none-eabi", ""),
     ("riscv64gc-unknown-none-elf", ""),
     ("thumbv7em-none-eabihf", "critical-section,checked"),
@@ -28,7 +30,12 @@ fn main() -> ExitCode {
             }
         }),
         Some("targets") => ensure_targets(),
+        Some("bench") if args.iter().any(|a| a == "--firmware") => firmware::bench(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("flash-budget") => {
+            let (p, f) = firmware::flash_budget_test();
+            summary(p, f)
+        }
         Some("capi") => capi::run().and_then(|(p, f)| summary(p, f)),
         Some("fuzz") => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
@@ -52,7 +59,9 @@ fn main() -> ExitCode {
                  loom      run the loom models of the concurrency protocol\n  \
                  soak [S]  run the multi-threaded soak test for S seconds (default 600)\n  \
                  asan      run the host tests under AddressSanitizer (nightly)\n  \
-                 bench     compare against other allocators (see benches/README.md)\n  \
+                 bench     compare against other allocators (see benches/README.md);\n            \
+                 --firmware: flash/RAM/speed on thumbv7em (benches/firmware)\n  \
+                 flash-budget  cpuheap firmware flash over baseline vs. its budget\n  \
                  targets   install the Rust targets the tests need"
             );
             Err("no command".into())
@@ -211,6 +220,8 @@ fn test(args: &[String]) -> Result<(), String> {
         );
         add(if ok { (1, 0) } else { (0, 1) });
     }
+    println!("\n=== firmware flash budget (benches/firmware)");
+    add(firmware::flash_budget_test());
     let mut run = |label: &str, r: Result<(usize, usize), String>| {
         println!("\n=== {label}");
         match r {

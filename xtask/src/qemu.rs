@@ -78,6 +78,16 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         crate_dir: "qemu/firmware",
+        target: "thumbv7m-none-eabi",
+        features: &[],
+        no_default_features: false,
+        machine: "mps2-an385",
+        qemu: "qemu-system-arm",
+        qemu_args: &["-M", "mps2-an385", "-cpu", "cortex-m3"],
+        kind: Kind::EmbeddedTest,
+    },
+    Suite {
+        crate_dir: "qemu/firmware",
         target: "thumbv6m-none-eabi",
         features: &[],
         no_default_features: false,
@@ -202,7 +212,7 @@ struct Tally {
 // ---------------------------------------------------------------------------------------
 // Tools: repository root, Rust targets, QEMU.
 
-fn repo_root() -> Result<PathBuf, String> {
+pub(crate) fn repo_root() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("CPUHEAP_ROOT") {
         return Ok(PathBuf::from(dir));
     }
@@ -249,7 +259,7 @@ fn is_root_user() -> bool {
 
 /// QEMU present, or installed now (as root, via `qemu/install-qemu.sh`), or an error that
 /// tells the exact command.
-fn ensure_qemu(root: &Path) -> Result<(), String> {
+pub(crate) fn ensure_qemu(root: &Path) -> Result<(), String> {
     let needed = ["qemu-system-arm", "qemu-system-riscv64"];
     if needed.iter().all(|p| on_path(p)) {
         return Ok(());
@@ -275,7 +285,7 @@ fn ensure_qemu(root: &Path) -> Result<(), String> {
     ))
 }
 
-fn ensure_rust_target(target: &str) -> Result<(), String> {
+pub(crate) fn ensure_rust_target(target: &str) -> Result<(), String> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
@@ -573,9 +583,15 @@ fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
         }
     };
     let (mut passed, mut failed) = (0, 0);
+    // Scenarios announced at boot (`scenario <name>`) but never given a verdict line.
+    let mut pending: Vec<String> = Vec::new();
     for line in outcome.output.lines() {
         let line = line.trim_end_matches('\r');
-        if let Some(rest) = line.strip_prefix("test ") {
+        if let Some(name) = line.strip_prefix("scenario ") {
+            pending.push(name.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("test ") {
+            let name = rest.split(" ... ").next().unwrap_or(rest);
+            pending.retain(|p| p != name);
             if rest.ends_with(" ... ok") {
                 passed += 1;
             } else if rest.contains(" ... FAILED") {
@@ -585,6 +601,10 @@ fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
             }
             println!("test {bin}::{rest}");
         }
+    }
+    for name in &pending {
+        println!("test {bin}::{name} ... FAILED (no verdict: the kernel stopped before it)");
+        failed += 1;
     }
     if verbose() {
         println!("{}", indent(&outcome.output));

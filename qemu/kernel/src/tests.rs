@@ -45,16 +45,36 @@ fn scenario(hart: usize, name: &str, body: fn(usize)) {
     sync();
 }
 
+/// A scenario: its name and the body every hart runs.
+type Scenario = (&'static str, fn(usize));
+
+/// Every scenario, in order.
+const SCENARIOS: &[Scenario] = &[
+    ("smp_all_harts_boot", all_harts_boot),
+    ("frame_allocator_concurrent", frames_concurrent),
+    ("heap_cpu_slot_per_hart", slot_per_hart),
+    ("heap_collections_on_every_hart", collections),
+    ("heap_concurrent_alloc_free", concurrent_alloc_free),
+    ("heap_cross_hart_frees", cross_hart_frees),
+    ("heap_large_aligned_and_growth", large_and_growth),
+    ("heap_invariants_and_stats", final_checks),
+];
+
 /// Returns the number of failed scenarios (meaningful on hart 0).
+///
+/// Hart 0 first prints `running N tests` and one `scenario <name>` line per scenario, so
+/// the runner can report every scenario that never printed a verdict (a hang or a crash
+/// part-way) as failed by name.
 pub fn run_all(hart: usize) -> usize {
-    scenario(hart, "smp_all_harts_boot", all_harts_boot);
-    scenario(hart, "frame_allocator_concurrent", frames_concurrent);
-    scenario(hart, "heap_cpu_slot_per_hart", slot_per_hart);
-    scenario(hart, "heap_collections_on_every_hart", collections);
-    scenario(hart, "heap_concurrent_alloc_free", concurrent_alloc_free);
-    scenario(hart, "heap_cross_hart_frees", cross_hart_frees);
-    scenario(hart, "heap_large_aligned_and_growth", large_and_growth);
-    scenario(hart, "heap_invariants_and_stats", final_checks);
+    if hart == 0 {
+        println!("running {} tests", SCENARIOS.len());
+        for (name, _) in SCENARIOS {
+            println!("scenario {name}");
+        }
+    }
+    for &(name, body) in SCENARIOS {
+        scenario(hart, name, body);
+    }
     FAILED.load(Ordering::Relaxed)
 }
 
