@@ -68,7 +68,9 @@ pub use heap::{Config, Heap, InvariantError};
 pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
 pub use page_source::{PageSource, Run, StaticRegion};
-pub use platform::{default_fatal, Fault, FaultKind, Platform, SingleCpu};
+pub use platform::{
+    default_fatal, ExclusiveSlots, Fault, FaultKind, Platform, SingleCore, SingleCpu,
+};
 pub use stats::Stats;
 #[cfg(feature = "critical-section")]
 pub use sync::CriticalSectionRawMutex;

@@ -3,21 +3,85 @@
 
 use core::fmt;
 
-/// The caller's side of the heap: the current CPU and the fatal-error hook.
+/// The caller's side of the heap: the current CPU, how a context gets its CPU slot, and the
+/// fatal-error hook.
 ///
-/// The CPU index is only a hint. It picks a CPU slot (modulo the heap's slot count) whose
-/// try-lock guards it; a stale index, a migrated task or an interrupt that re-enters on the
-/// same CPU finds the slot taken and goes to the central cache, so any value is correct and
-/// the right value is merely fast.
+/// By default the CPU index is only a hint. It picks a CPU slot (modulo the heap's slot
+/// count) whose try-lock guards it; a stale index, a migrated task or an interrupt that
+/// re-enters on the same CPU finds the slot taken and goes to the central cache, so any value
+/// is correct and the right value is merely fast.
+///
+/// A platform that can promise more sets [`EXCLUSIVE`](Self::EXCLUSIVE): then the slot an
+/// index names is *owned* by one context at a time, and the fast paths enter it with plain
+/// loads and stores, no atomic read-modify-write (see [`ExclusiveSlots`]).
 pub trait Platform: Sync {
-    /// Index of the CPU (or thread slot) running the caller. Any value is correct.
+    /// Index of the CPU (or thread slot) running the caller. Without
+    /// [`EXCLUSIVE`](Self::EXCLUSIVE) any value is correct; with it, see [`ExclusiveSlots`].
     fn current_cpu(&self) -> usize;
+
+    /// Whether slots are owned, and how many at the top are shared (try-locked) instead.
+    /// `None` (the default): every slot is shared.
+    const EXCLUSIVE: Option<ExclusiveSlots> = None;
+
+    /// A heavy memory barrier for the rare operation on a slot another context owns (a drain
+    /// before an out-of-memory null, an invariant check): after it returns `true`, every store
+    /// an owning context made before its last compiler fence is visible to the caller, and
+    /// the caller's earlier stores to it. On one core a compiler fence is enough (the default
+    /// of [`SingleCpu`]); Linux has `membarrier`; a kernel may send an IPI. `false` (the
+    /// default) when there is none: remote operations then leave owned slots alone.
+    fn remote_barrier(&self) -> bool {
+        false
+    }
+
+    /// A count that grows each time a context gives up its owned slot for good (a thread that
+    /// exits). The heap compares it on its slow paths and then drains the vacant slots it
+    /// can [`hold`](Self::hold_vacant), so a dead thread's cache goes back to the central
+    /// cache. The default: slots are never vacated.
+    fn vacated(&self) -> usize {
+        0
+    }
+
+    /// Keep owned slot `slot` from being claimed while the heap drains it; `false` if a
+    /// context owns it (or it cannot be held). Pairs with [`release_vacant`](Self::release_vacant).
+    fn hold_vacant(&self, slot: usize) -> bool {
+        let _ = slot;
+        false
+    }
+
+    /// Let slot `slot`, held by [`hold_vacant`](Self::hold_vacant), be claimed again.
+    fn release_vacant(&self, slot: usize) {
+        let _ = slot;
+    }
 
     /// Called on a misuse of the heap that it detects: a double free, a pointer the heap did
     /// not hand out, an interior pointer, or a layout whose size class does not match. It is
     /// called with no heap lock held. It must not return. On targets where a panic unwinds,
     /// it must not unwind either (abort instead): it runs inside `GlobalAlloc` methods.
     fn fatal(&self, fault: &Fault) -> !;
+}
+
+/// The promise behind [`Platform::EXCLUSIVE`]: which slots are owned. Made only through the
+/// `unsafe` [`new`](Self::new), since a broken promise is a data race on a slot's lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExclusiveSlots {
+    pub(crate) shared: usize,
+}
+
+impl ExclusiveSlots {
+    /// Slots `0..CPUS - shared` are owned; the `shared` slots above them are try-locked, and
+    /// an index of `CPUS - shared` or more picks one of them (modulo `shared`; with `shared`
+    /// 0 such an index goes to the central cache).
+    ///
+    /// # Safety
+    /// For every heap call, an index below `CPUS - shared` that
+    /// [`current_cpu`](Platform::current_cpu) returns must name a slot that no other context
+    /// uses during that call, except one that interrupts the caller on the same CPU and
+    /// finishes before the caller resumes (an interrupt or signal handler; the slot's own flag
+    /// sends such a handler to the central cache). A thread that owns an index, a CPU whose
+    /// code runs with preemption disabled, or a single core all qualify.
+    pub const unsafe fn new(shared: usize) -> Self {
+        Self { shared }
+    }
 }
 
 /// A single-CPU platform: always CPU 0, with a replaceable fatal hook.
@@ -55,6 +119,62 @@ impl Platform for SingleCpu {
     #[inline(always)]
     fn current_cpu(&self) -> usize {
         0
+    }
+
+    fn fatal(&self, fault: &Fault) -> ! {
+        (self.hook)(fault)
+    }
+}
+
+/// One core: CPU 0, and its one slot is *owned*, so the fast paths use no atomic
+/// read-modify-write at all (on thumbv6m, none of the emulated ones either). Interrupt
+/// handlers may allocate: one that interrupts the heap inside its slot finds the slot's flag
+/// set and uses the central cache, whose lock (for example `CriticalSectionRawMutex`) masks
+/// interrupts.
+///
+/// Unlike [`SingleCpu`], which is correct anywhere, this is a promise, made with `unsafe` at
+/// construction: nothing runs the heap on a second core (or a second thread) at the same time.
+#[derive(Clone, Copy)]
+pub struct SingleCore {
+    hook: fn(&Fault) -> !,
+}
+
+impl SingleCore {
+    /// One core, default fatal hook.
+    ///
+    /// # Safety
+    /// Every context that calls into the heap runs on one core: the program and the
+    /// interrupt handlers that interrupt it (each of which finishes before what it interrupted
+    /// resumes). No second core or preemptive thread scheduler shares the heap.
+    pub const unsafe fn new() -> Self {
+        Self {
+            hook: default_fatal,
+        }
+    }
+
+    /// One core, with `hook` called on a fatal fault.
+    ///
+    /// # Safety
+    /// As for [`new`](Self::new).
+    pub const unsafe fn with_fatal_hook(hook: fn(&Fault) -> !) -> Self {
+        Self { hook }
+    }
+}
+
+impl Platform for SingleCore {
+    #[inline(always)]
+    fn current_cpu(&self) -> usize {
+        0
+    }
+
+    // SAFETY: `SingleCore` is only made through its `unsafe` constructors, whose callers
+    // promise one core: the only contexts are the program and the handlers that interrupt it.
+    const EXCLUSIVE: Option<ExclusiveSlots> = Some(unsafe { ExclusiveSlots::new(0) });
+
+    fn remote_barrier(&self) -> bool {
+        // One core sees its own stores in program order; only the compiler must not reorder.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        true
     }
 
     fn fatal(&self, fault: &Fault) -> ! {

@@ -69,25 +69,104 @@ unsafe impl lock_api::RawMutex for CriticalSectionRawMutex {
     }
 }
 
-/// The try-lock that guards a CPU slot. It never waits: a holder that finds it taken (another
-/// CPU using a stale id, or an interrupt on the same CPU) goes to the central cache instead.
-pub(crate) struct TryLock(AtomicBool);
+/// The guard of a CPU slot: two flags, `busy` (a context is inside the slot) and `remote` (a
+/// rare operation from outside, such as a drain or an invariant check, is inside it).
+///
+/// Two ways in, chosen by the platform (see [`ExclusiveSlots`](crate::ExclusiveSlots)):
+/// - *owned*: the one context that owns the slot enters with plain loads and stores and a
+///   compiler fence, no read-modify-write. A remote operation pairs its store of `remote`
+///   with a heavy barrier (the platform's [`remote_barrier`](crate::Platform::remote_barrier):
+///   `membarrier` on Linux, nothing but a compiler fence on one core), so that of the owner's
+///   `busy` and the remote's `remote` at least one side sees the other's (Dekker's protocol
+///   with an asymmetric fence). Whoever loses backs off without waiting.
+/// - *shared*: a try-lock, `busy` taken with an atomic swap; for slots several contexts may
+///   use at once. Remote operations take such a slot the same way.
+///
+/// Nobody ever waits for a slot: whoever finds it taken goes to the central cache instead.
+pub(crate) struct SlotLock {
+    busy: AtomicBool,
+    remote: AtomicBool,
+}
 
-impl TryLock {
+impl SlotLock {
     pub(crate) const fn new() -> Self {
-        Self(AtomicBool::new(false))
+        Self {
+            busy: AtomicBool::new(false),
+            remote: AtomicBool::new(false),
+        }
     }
 
+    /// The owner enters; `false` if it is already inside (an interrupt or signal handler
+    /// that re-entered the heap) or a remote operation is.
     #[inline(always)]
-    pub(crate) fn try_lock(&self) -> bool {
+    pub(crate) fn enter_owned(&self) -> bool {
+        if self.busy.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.busy.store(true, Ordering::Relaxed);
+        // Keeps the compiler from moving the load of `remote` above the store of `busy`; the
+        // processor's reordering is ruled out by the remote side's heavy barrier.
+        #[cfg(not(loom))]
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if self.remote.load(Ordering::Acquire) {
+            self.busy.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Take a shared slot (a try-lock).
+    #[inline(always)]
+    pub(crate) fn enter_shared(&self) -> bool {
         // A swap is one instruction on x86 (`xchg`); writing `true` over a held lock changes
         // nothing, so a failed attempt needs no undo.
-        !self.0.swap(true, Ordering::Acquire)
+        !self.busy.swap(true, Ordering::Acquire)
     }
 
+    /// Leave after [`enter_owned`](Self::enter_owned) or [`enter_shared`](Self::enter_shared).
     #[inline(always)]
-    pub(crate) fn unlock(&self) {
-        self.0.store(false, Ordering::Release);
+    pub(crate) fn leave(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// A remote operation enters an owned slot. `barrier` is the platform's heavy barrier; if
+    /// it cannot give one (`false`), the slot is left alone. `false` too if the owner (or
+    /// another remote operation) is inside.
+    pub(crate) fn enter_remote(&self, barrier: impl FnOnce() -> bool) -> bool {
+        if !self.claim_remote() {
+            return false;
+        }
+        if !barrier() {
+            self.leave_remote();
+            return false;
+        }
+        self.confirm_remote()
+    }
+
+    /// First half of [`enter_remote`](Self::enter_remote), so that one barrier can serve many
+    /// slots: announce the remote operation (`false` if another one is inside).
+    pub(crate) fn claim_remote(&self) -> bool {
+        let ok = self
+            .remote
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        core::sync::atomic::fence(Ordering::SeqCst);
+        ok
+    }
+
+    /// Second half, after the barrier: the slot is ours unless the owner is inside (then the
+    /// claim is withdrawn and `false`).
+    pub(crate) fn confirm_remote(&self) -> bool {
+        if self.busy.load(Ordering::Acquire) {
+            self.leave_remote();
+            return false;
+        }
+        true
+    }
+
+    /// Leave after [`enter_remote`](Self::enter_remote).
+    pub(crate) fn leave_remote(&self) {
+        self.remote.store(false, Ordering::Release);
     }
 }
 

@@ -31,6 +31,12 @@
 //!   atomic clear (checked builds) and by the re-check under the page-heap lock (page spans).
 //! - `loom_relaxed_try_lock_is_caught`: the same model with a `Relaxed` try-lock must fail,
 //!   which shows the models are able to see a broken ordering.
+//! - `loom_owned_*` (module `owned`): the owned-slot protocol of src/sync.rs `SlotLock`: an
+//!   owner's plain fast path against a remote drain; a thread exit racing a drain of its slot
+//!   and the slot's reuse by a new thread (src/hosted/platform.rs `ThreadSlot`,
+//!   src/cpu_cache/mod.rs `sweep_vacated`). Loom has no asymmetric fence, so the owner's
+//!   compiler fence plus the remote side's heavy barrier (`membarrier`) is modelled as a
+//!   `SeqCst` fence on each side: the guarantee `membarrier` gives is that strong.
 
 /// The orderings the models use, checked against the source. Runs without loom.
 #[test]
@@ -43,8 +49,17 @@ fn loom_models_mirror_the_source() {
         "TryLock::try_lock changed: update tests/loom_protocol.rs (TryKind)"
     );
     assert!(
-        sync.contains("self.0.store(false, Ordering::Release)"),
-        "TryLock::unlock changed: update tests/loom_protocol.rs"
+        sync.contains("self.busy.store(false, Ordering::Release)"),
+        "SlotLock::leave changed: update tests/loom_protocol.rs"
+    );
+    // The owned-slot protocol (`owned` below): the owner's store, fence and load, the
+    // remote side's claim and check.
+    assert!(
+        sync.contains("self.busy.store(true, Ordering::Relaxed);")
+            && sync.contains("compiler_fence(Ordering::SeqCst)")
+            && sync.contains("if self.remote.load(Ordering::Acquire) {")
+            && sync.contains("if self.busy.load(Ordering::Acquire) {"),
+        "SlotLock owned/remote protocol changed: update tests/loom_protocol.rs (owned)"
     );
     let page_heap = include_str!("../src/page_heap/spans.rs");
     assert!(
@@ -705,6 +720,264 @@ mod models {
                 .count();
             assert_eq!(wins, 1);
             assert_eq!(*page_heap.lock().unwrap(), 1, "freed exactly once");
+        });
+    }
+}
+
+/// The owned-slot protocol. See the module docs.
+#[cfg(loom)]
+mod owned {
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{fence, AtomicBool, AtomicU8, AtomicUsize, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+
+    const NIL: usize = usize::MAX;
+
+    /// src/sync.rs `SlotLock`.
+    struct SlotLock {
+        busy: AtomicBool,
+        remote: AtomicBool,
+    }
+
+    impl SlotLock {
+        fn enter_owned(&self) -> bool {
+            if self.busy.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.busy.store(true, Ordering::Relaxed);
+            // The compiler fence, made a full fence by the remote side's heavy barrier.
+            fence(Ordering::SeqCst);
+            if self.remote.load(Ordering::Acquire) {
+                self.busy.store(false, Ordering::Release);
+                return false;
+            }
+            true
+        }
+        fn leave(&self) {
+            self.busy.store(false, Ordering::Release);
+        }
+        fn claim_remote(&self) -> bool {
+            let ok = self
+                .remote
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+            fence(Ordering::SeqCst);
+            ok
+        }
+        fn confirm_remote(&self) -> bool {
+            // After the heavy barrier (here: the fence in `claim_remote`).
+            if self.busy.load(Ordering::Acquire) {
+                self.leave_remote();
+                return false;
+            }
+            true
+        }
+        fn leave_remote(&self) {
+            self.remote.store(false, Ordering::Release);
+        }
+    }
+
+    /// One slot with one class's list (head, length) and objects whose first word links them.
+    struct World {
+        lock: SlotLock,
+        list: UnsafeCell<(usize, usize)>,
+        objs: Vec<UnsafeCell<usize>>,
+        /// The central cache: free objects.
+        central: Mutex<Vec<usize>>,
+        /// Oracle: bit `o` set while object `o` is in a user's hands.
+        user: AtomicUsize,
+        /// src/hosted/platform.rs: the index's state (0 vacant, 1 owned, 2 held) and
+        /// `VACATED`.
+        id: AtomicU8,
+        vacated: AtomicUsize,
+    }
+
+    impl World {
+        fn new(n: usize, cached: usize) -> Arc<World> {
+            let w = World {
+                lock: SlotLock {
+                    busy: AtomicBool::new(false),
+                    remote: AtomicBool::new(false),
+                },
+                list: UnsafeCell::new((NIL, 0)),
+                objs: (0..n).map(|_| UnsafeCell::new(NIL)).collect(),
+                central: Mutex::new((cached..n).collect()),
+                user: AtomicUsize::new(0),
+                id: AtomicU8::new(1),
+                vacated: AtomicUsize::new(0),
+            };
+            // The first `cached` objects start on the slot's list.
+            for o in 0..cached {
+                w.push(o);
+            }
+            Arc::new(w)
+        }
+
+        fn push(&self, o: usize) {
+            self.list.with_mut(|l| unsafe {
+                self.objs[o].with_mut(|p| *p = (*l).0);
+                *l = (o, (*l).1 + 1);
+            });
+        }
+        fn pop(&self) -> Option<usize> {
+            self.list.with_mut(|l| unsafe {
+                let o = (*l).0;
+                if o == NIL {
+                    return None;
+                }
+                let next = self.objs[o].with(|p| *p);
+                *l = (next, (*l).1 - 1);
+                Some(o)
+            })
+        }
+        fn hand_out(&self, o: usize) {
+            let old = self.user.fetch_or(1 << o, Ordering::Relaxed);
+            assert_eq!(old & (1 << o), 0, "object {o} handed out twice");
+            // The user writes into the object.
+            self.objs[o].with_mut(|p| unsafe { *p = 0xA110C });
+        }
+        fn take_back(&self, o: usize) {
+            self.user.fetch_and(!(1 << o), Ordering::Relaxed);
+        }
+
+        /// `CpuCache::alloc` on the owned slot: the list, else the central cache.
+        fn alloc(&self) -> Option<usize> {
+            let o = if self.lock.enter_owned() {
+                let o = self.pop();
+                self.lock.leave();
+                o
+            } else {
+                None
+            };
+            let o = o.or_else(|| self.central.lock().unwrap().pop())?;
+            self.hand_out(o);
+            Some(o)
+        }
+
+        /// `CpuCache::free` on the owned slot, else to the central cache.
+        fn free(&self, o: usize) {
+            self.take_back(o);
+            if self.lock.enter_owned() {
+                self.push(o);
+                self.lock.leave();
+            } else {
+                self.central.lock().unwrap().push(o);
+            }
+        }
+
+        /// `drain_slot` from outside: claim, barrier, confirm, move the list to central.
+        fn remote_drain(&self) -> bool {
+            if !self.lock.claim_remote() || !self.lock.confirm_remote() {
+                return false;
+            }
+            while let Some(o) = self.pop() {
+                self.central.lock().unwrap().push(o);
+            }
+            self.lock.leave_remote();
+            true
+        }
+
+        /// Every object is in exactly one place: the list, the central cache or a user's hands.
+        fn check_conserved(&self) {
+            let mut seen = self.user.load(Ordering::Relaxed);
+            for &o in self.central.lock().unwrap().iter() {
+                assert_eq!(seen & (1 << o), 0, "object {o} twice");
+                seen |= 1 << o;
+            }
+            while let Some(o) = self.pop() {
+                assert_eq!(seen & (1 << o), 0, "object {o} twice");
+                seen |= 1 << o;
+            }
+            assert_eq!(seen, (1 << self.objs.len()) - 1, "objects lost");
+        }
+    }
+
+    #[test]
+    fn loom_owned_fast_path_against_a_remote_drain() {
+        loom::model(|| {
+            let w = World::new(3, 2);
+            let owner = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    // While the remote drain is inside, the owner uses the central cache,
+                    // which may be momentarily empty (the heap then drains and retries).
+                    let a = w.alloc();
+                    let b = w.alloc();
+                    for o in [a, b].into_iter().flatten() {
+                        w.free(o);
+                    }
+                })
+            };
+            let remote = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    w.remote_drain();
+                })
+            };
+            owner.join().unwrap();
+            remote.join().unwrap();
+            w.check_conserved();
+        });
+    }
+
+    #[test]
+    fn loom_owned_thread_exit_races_a_drain_and_the_slot_is_reused() {
+        loom::model(|| {
+            let w = World::new(2, 1);
+            // Thread A owns the index: frees into its slot, then exits.
+            let a = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    let o = w.alloc().expect("an object");
+                    w.free(o);
+                    // `on_thread_exit`.
+                    w.id.store(0, Ordering::Release);
+                    w.vacated.fetch_add(1, Ordering::Release);
+                })
+            };
+            // Thread B claims the index once it is free and uses the slot as its owner.
+            let b = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    while w
+                        .id
+                        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        thread::yield_now();
+                    }
+                    if let Some(o) = w.alloc() {
+                        w.free(o);
+                    }
+                })
+            };
+            // Thread C sweeps vacated slots (`sweep_vacated_slow`): hold, drain, release.
+            let c = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    if w.vacated.load(Ordering::Acquire) != 0
+                        && w
+                            .id
+                            .compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        if w.lock.claim_remote() {
+                            if w.lock.confirm_remote() {
+                                while let Some(o) = w.pop() {
+                                    w.central.lock().unwrap().push(o);
+                                }
+                            }
+                            w.lock.leave_remote();
+                        }
+                        w.id.store(0, Ordering::Release);
+                    }
+                })
+            };
+            a.join().unwrap();
+            b.join().unwrap();
+            c.join().unwrap();
+            w.check_conserved();
         });
     }
 }

@@ -2,11 +2,20 @@
 //! of the tier's behaviour: the allocate and free fast paths, refills from and flushes to the
 //! central cache, the per-slot byte budget, publishing the slots' counters and draining.
 //!
-//! A slot is guarded by a try-lock, never a waiting lock. The CPU index that picks a slot is a
-//! hint: if the slot is taken (a stale index, a migrated task, an interrupt that re-entered on
-//! the same CPU), the operation goes to the central cache instead. So the slot's lists are only
-//! ever touched by the one holder of its try-lock, and the common case touches no shared
-//! cache line.
+//! A slot is entered one of two ways, as the platform says ([`Platform::EXCLUSIVE`]):
+//! - *owned*: the platform promises that the index it gives names a slot only this context
+//!   uses (a thread that claimed it, a CPU with preemption off, a single core). The owner
+//!   enters with plain loads and stores and a compiler fence; no atomic read-modify-write.
+//!   An interrupt or signal handler that re-enters finds the slot's flag set and uses the
+//!   central cache. The rare operations on someone else's owned slot (a drain before an
+//!   out-of-memory null, the invariant check) announce themselves with a flag and the
+//!   platform's heavy barrier, and back off if the owner is inside (`SlotLock`).
+//! - *shared*: a try-lock (an atomic swap). The index is then only a hint: if the slot is
+//!   taken (a stale index, a migrated task, a re-entering interrupt), the operation goes to
+//!   the central cache instead.
+//!
+//! Either way nobody waits for a slot, the slot's lists are only ever touched by the one
+//! context inside it, and the common case touches no shared cache line.
 //!
 //! Each list's length limit starts at one object and grows each time the list runs dry (slow
 //! start), so a class that is used rarely keeps little memory parked here. A slot whose cached
@@ -24,16 +33,22 @@ use lock_api::RawMutex;
 
 use crate::central_cache::{CentralCache, Chain};
 use crate::page_source::PageSource;
+use crate::platform::Platform;
 use crate::size_class::{batch_objects, class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::stats::{add_owned, SharedStats};
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 
 pub(crate) use self::slot::{CpuSlot, SlotGuard};
 
-/// Tier 1: `CPUS` slots over the central cache, which this tier owns.
-pub(crate) struct CpuCache<S: PageSource, R: RawMutex, const CPUS: usize> {
+/// Tier 1: `CPUS` slots over the central cache, which this tier owns, and the platform that
+/// says which slot a context uses.
+pub(crate) struct CpuCache<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> {
     pub(crate) slots: [CpuSlot; CPUS],
+    pub(crate) platform: P,
+    /// The platform's [`vacated`](Platform::vacated) count when vacant slots were last
+    /// drained.
+    seen_vacated: AtomicUsize,
     pub(crate) central: CentralCache<S, R>,
     /// Counters of the paths that do not own a slot, and the heap-wide in-use total.
     pub(crate) shared: SharedStats,
@@ -43,14 +58,23 @@ pub(crate) struct CpuCache<S: PageSource, R: RawMutex, const CPUS: usize> {
     batch_bytes: usize,
 }
 
-impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
+impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, R, CPUS> {
+    /// Slots `0..OWNED` are owned (entered without atomics); the rest are shared.
+    pub(crate) const OWNED: usize = match P::EXCLUSIVE {
+        Some(e) if e.shared < CPUS => CPUS - e.shared,
+        _ => 0,
+    };
+
     pub(crate) const fn new(
         central: CentralCache<S, R>,
+        platform: P,
         budget: usize,
         batch_bytes: usize,
     ) -> Self {
         Self {
             slots: [const { CpuSlot::new() }; CPUS],
+            platform,
+            seen_vacated: AtomicUsize::new(0),
             central,
             shared: SharedStats::new(),
             budget,
@@ -61,7 +85,54 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
     /// The slot CPU `cpu` uses.
     #[inline(always)]
     pub(crate) fn slot(&self, cpu: usize) -> &CpuSlot {
-        &self.slots[cpu % CPUS]
+        &self.slots[Self::slot_index(cpu)]
+    }
+
+    /// The slot index CPU index `cpu` uses (`CPUS` for none: a shared index on a platform
+    /// without shared slots).
+    #[inline(always)]
+    fn slot_index(cpu: usize) -> usize {
+        if P::EXCLUSIVE.is_none() {
+            return cpu % CPUS;
+        }
+        if cpu < Self::OWNED {
+            return cpu;
+        }
+        match CPUS - Self::OWNED {
+            0 => 0,
+            shared => Self::OWNED + cpu % shared,
+        }
+    }
+
+    /// Enter the slot of CPU `cpu` for a fast path, or `None` if it is taken.
+    #[inline(always)]
+    fn enter(&self, cpu: usize) -> Option<SlotGuard<'_>> {
+        if P::EXCLUSIVE.is_some() {
+            if cpu < Self::OWNED {
+                // SAFETY: the platform promises (`ExclusiveSlots::new`) that an index below
+                // `OWNED` names a slot only this context uses during this call.
+                return unsafe { self.slots[cpu].enter_owned() };
+            }
+            if CPUS == Self::OWNED {
+                return None;
+            }
+        }
+        self.slot(cpu).try_lock()
+    }
+
+    /// Enter slot `index` from a slow path run by CPU index `me`: as its owner if it is
+    /// `me`'s own, as a remote operation (with the platform's heavy barrier) if another
+    /// context owns it, through the try-lock if it is shared.
+    fn enter_any(&self, index: usize, me: usize) -> Option<SlotGuard<'_>> {
+        let slot = &self.slots[index];
+        if index >= Self::OWNED {
+            return slot.try_lock();
+        }
+        if index == me {
+            // SAFETY: `me` is the caller's own CPU index, which names `index` (see `enter`).
+            return unsafe { slot.enter_owned() };
+        }
+        slot.enter_remote(|| self.platform.remote_barrier())
     }
 
     // ----- fast paths -------------------------------------------------------------------
@@ -69,7 +140,7 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
     /// An object of `class` for CPU `cpu`, or null if the tiers below are out of memory.
     #[inline(always)]
     pub(crate) fn alloc(&self, cpu: usize, class: usize) -> *mut u8 {
-        if let Some(g) = self.slot(cpu).try_lock() {
+        if let Some(g) = self.enter(cpu) {
             // SAFETY: we hold the slot.
             let obj = unsafe { g.cache().lists[class].pop() };
             if !obj.is_null() {
@@ -87,7 +158,7 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
     /// `obj` must be an object of `class` handed out by this heap and no longer in use.
     #[inline(always)]
     pub(crate) unsafe fn free(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
-        if let Some(g) = self.slot(cpu).try_lock() {
+        if let Some(g) = self.enter(cpu) {
             let list = &mut g.cache().lists[class];
             // SAFETY: we hold the slot; the object is free and of this class.
             unsafe { list.push(obj) };
@@ -110,6 +181,7 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
         let g = &g;
         let batch = batch_objects(class, self.batch_bytes);
         let want = (g.cache().lists[class].max_len as usize).clamp(1, batch);
+        self.sweep_vacated();
         let mut chain = self.central.remove_batch(class, want);
         if chain.len == 0 {
             return ptr::null_mut();
@@ -248,10 +320,12 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
 
     // ----- draining ---------------------------------------------------------------------
 
-    /// Send every object cached in slot `cpu` (modulo the slot count) back to the central
-    /// cache. Returns `false` if the slot was in use and left alone.
-    pub(crate) fn drain_cpu(&self, cpu: usize) -> bool {
-        match self.slot(cpu).try_lock() {
+    /// Send every object cached in slot `index` back to the central cache. Returns `false`
+    /// if the slot was in use and left alone (or is another context's and the platform has
+    /// no heavy barrier).
+    pub(crate) fn drain_cpu(&self, index: usize) -> bool {
+        let index = index % CPUS;
+        match self.enter_any(index, Self::slot_index(self.platform.current_cpu())) {
             Some(g) => {
                 self.drain_slot(&g);
                 true
@@ -261,6 +335,9 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
     }
 
     fn drain_slot(&self, g: &SlotGuard<'_>) {
+        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         for class in 1..NUM_CLASSES {
             let list = &mut g.cache().lists[class];
             // SAFETY: we hold the slot.
@@ -271,12 +348,81 @@ impl<S: PageSource, R: RawMutex, const CPUS: usize> CpuCache<S, R, CPUS> {
     }
 
     /// Drain every slot that is not in use, so memory parked in caches goes back to the page
-    /// heap before an allocation gives up.
+    /// heap before an allocation gives up. Owned slots of other contexts are claimed first and
+    /// then share one heavy barrier.
     #[cold]
     pub(crate) fn drain_all(&self) {
         self.shared.drains.fetch_add(1, Ordering::Relaxed);
-        for cpu in 0..CPUS {
-            self.drain_cpu(cpu);
+        self.for_each_slot(|g| self.drain_slot(g));
+    }
+
+    /// Run `f` on every slot this context can enter now (its own, shared ones that are free,
+    /// owned ones whose owner is outside, if the platform has a heavy barrier).
+    fn for_each_slot(&self, mut f: impl FnMut(&SlotGuard<'_>)) {
+        for g in self.enter_all().iter().flatten() {
+            f(g);
+        }
+    }
+
+    /// Enter every slot this context can enter now, as [`for_each_slot`](Self::for_each_slot)
+    /// says; `None` for the others. Other contexts' owned slots are claimed first and then
+    /// share one heavy barrier.
+    pub(crate) fn enter_all(&self) -> [Option<SlotGuard<'_>>; CPUS] {
+        let me = Self::slot_index(self.platform.current_cpu());
+        let mut claimed = [false; CPUS];
+        let mut any = false;
+        for (i, c) in claimed.iter_mut().enumerate().take(Self::OWNED) {
+            if i != me {
+                *c = self.slots[i].lock.claim_remote();
+                any |= *c;
+            }
+        }
+        let barrier = any && self.platform.remote_barrier();
+        core::array::from_fn(|i| {
+            let slot = &self.slots[i];
+            if claimed[i] {
+                if barrier {
+                    return slot.confirm_remote();
+                }
+                slot.lock.leave_remote();
+                None
+            } else if i < Self::OWNED && i != me {
+                None
+            } else {
+                self.enter_any(i, me)
+            }
+        })
+    }
+
+    /// Drain the owned slots that contexts have given up (threads that exited) since the last
+    /// look: their caches go back to the central cache instead of waiting for a new owner.
+    #[inline]
+    fn sweep_vacated(&self) {
+        if P::EXCLUSIVE.is_none() {
+            return;
+        }
+        let v = self.platform.vacated();
+        if v != self.seen_vacated.load(Ordering::Relaxed) {
+            self.sweep_vacated_slow(v);
+        }
+    }
+
+    #[cold]
+    fn sweep_vacated_slow(&self, v: usize) {
+        self.seen_vacated.store(v, Ordering::Relaxed);
+        for (i, slot) in self.slots.iter().enumerate().take(Self::OWNED) {
+            if slot.stats.cached_bytes.load(Ordering::Relaxed) == 0 || !self.platform.hold_vacant(i)
+            {
+                continue;
+            }
+            // No context can claim the slot while it is held, so no owner can be inside: the
+            // remote flag only keeps other remote operations out, and no barrier is needed.
+            if slot.lock.claim_remote() {
+                if let Some(g) = slot.confirm_remote() {
+                    self.drain_slot(&g);
+                }
+            }
+            self.platform.release_vacant(i);
         }
     }
 }

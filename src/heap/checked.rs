@@ -48,7 +48,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if (addr - s.start) % object_size != 0 {
             let mut f = Fault::new(FaultKind::InteriorPointer, addr);
             f.object_size = object_size;
-            self.platform.fatal(&f);
+            self.cpu.platform.fatal(&f);
         }
         let expected = self.class_for(layout.size(), layout.align());
         let matches = if tag == CLASS_LARGE {
@@ -64,7 +64,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             let mut f = Fault::new(FaultKind::SizeMismatch, addr);
             f.layout_size = layout.size();
             f.object_size = object_size;
-            self.platform.fatal(&f);
+            self.cpu.platform.fatal(&f);
         }
         // The atomic clear decides between two racing frees of the same object.
         if clear && word.fetch_and(!bit, Ordering::Relaxed) & bit == 0 {

@@ -53,13 +53,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// - objects are conserved: the bytes handed out of spans equal the bytes cached in CPU
     ///   slots plus the bytes in use, which match the statistics.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
-        let mut taken = 0;
-        for slot in &self.cpu.slots {
-            if !slot.lock.try_lock() {
-                self.unlock_slots(taken);
-                return broken("CPU slot in use", 0);
-            }
-            taken += 1;
+        let slots = self.cpu.enter_all();
+        if slots.iter().any(Option::is_none) {
+            return broken("CPU slot in use", 0);
         }
         // Central locks in class order, then the page heap (the lock order).
         for c in self.cpu.central.classes.iter().skip(1) {
@@ -71,7 +67,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // SAFETY: locked above by this function, whose guards were forgotten.
             unsafe { c.list.force_unlock() };
         }
-        self.unlock_slots(taken);
+        drop(slots);
         let small_in_use = r?;
         if small_in_use != self.stats().in_use_bytes {
             return broken(
@@ -82,18 +78,12 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         Ok(())
     }
 
-    fn unlock_slots(&self, n: usize) {
-        for slot in &self.cpu.slots[..n] {
-            slot.lock.unlock();
-        }
-    }
-
-    /// The checks of [`check_invariants`](Self::check_invariants), with every slot and
-    /// central lock held. Returns the bytes in use according to the spans and the caches.
+    /// The checks of [`check_invariants`](Self::check_invariants), inside every slot and with
+    /// every central lock held. Returns the bytes in use according to the spans and the caches.
     fn check_locked(&self) -> Result<usize, InvariantError> {
         let mut cached_bytes = 0usize;
         for slot in &self.cpu.slots {
-            // SAFETY: the caller holds every slot's lock.
+            // SAFETY: the caller is inside every slot.
             let cache = unsafe { &*slot.cache.get() };
             let mut bytes = 0;
             for (class, list) in cache.lists.iter().enumerate().skip(1) {

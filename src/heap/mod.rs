@@ -58,9 +58,8 @@ pub struct Heap<
     R: RawMutex = DefaultRawMutex,
     const CPUS: usize = 1,
 > {
-    /// Tier 1, which owns tier 2 ([`CentralCache`]), which owns tier 3 ([`PageHeap`]).
-    cpu: CpuCache<S, R, CPUS>,
-    platform: P,
+    /// Tier 1 (with the platform), which owns tier 2 ([`CentralCache`]), which owns tier 3 ([`PageHeap`]).
+    cpu: CpuCache<S, P, R, CPUS>,
     cfg: Config,
     page_shift: u32,
 }
@@ -81,8 +80,12 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         };
         let central = CentralCache::new(source, geom, config.min_span_bytes);
         Self {
-            cpu: CpuCache::new(central, config.cpu_cache_bytes, config.batch_bytes),
-            platform,
+            cpu: CpuCache::new(
+                central,
+                platform,
+                config.cpu_cache_bytes,
+                config.batch_bytes,
+            ),
             cfg: config,
             page_shift,
         }
@@ -95,7 +98,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     /// The platform.
     pub fn platform(&self) -> &P {
-        &self.platform
+        &self.cpu.platform
     }
 
     /// Run `f` on the page source, under the page-heap lock.
@@ -154,7 +157,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     #[inline(always)]
     fn alloc_small(&self, class: usize) -> *mut u8 {
-        let p = self.cpu.alloc(self.platform.current_cpu(), class);
+        let p = self.cpu.alloc(self.cpu.platform.current_cpu(), class);
         if p.is_null() {
             return self.alloc_small_retry(class);
         }
@@ -166,7 +169,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[cold]
     fn alloc_small_retry(&self, class: usize) -> *mut u8 {
         self.cpu.drain_all();
-        let p = self.cpu.alloc(self.platform.current_cpu(), class);
+        let p = self.cpu.alloc(self.cpu.platform.current_cpu(), class);
         if p.is_null() {
             self.cpu.shared.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -223,7 +226,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // no longer in use.
             unsafe {
                 self.cpu
-                    .free(self.platform.current_cpu(), ptr.cast(), tag as usize)
+                    .free(self.cpu.platform.current_cpu(), ptr.cast(), tag as usize)
             };
         } else {
             self.free_page_span(tag, addr, layout);
@@ -243,7 +246,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     #[cold]
     fn fault(&self, kind: FaultKind, addr: usize) -> ! {
-        self.platform.fatal(&Fault::new(kind, addr))
+        self.cpu.platform.fatal(&Fault::new(kind, addr))
     }
 
     // ----- realloc ----------------------------------------------------------------------
@@ -257,7 +260,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// must not overflow `isize`.
     pub unsafe fn reallocate(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // Counted in the current slot, not a shared line: realloc is a hot operation.
-        let st = &self.cpu.slot(self.platform.current_cpu()).stats;
+        let st = &self.cpu.slot(self.cpu.platform.current_cpu()).stats;
         st.reallocs.fetch_add(1, Ordering::Relaxed);
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();

@@ -5,16 +5,20 @@
 //! - [`SchedCpu`]: the CPU the thread runs on, from `sched_getcpu` (glibc reads it from the
 //!   thread's rseq area, or the vDSO). Threads that share a CPU share its slot, so the number
 //!   of slots in use (and of objects parked in them) follows the CPUs, not the threads.
-//! - [`ThreadSlot`]: a slot index given to each thread on its first call (round robin) and
-//!   kept in a `const`-initialised thread-local `Cell`, which has no destructor.
+//! - [`ThreadSlot`]: a slot index each thread *owns*: claimed on its first call (the lowest
+//!   free index), kept in a `const`-initialised thread-local `Cell` (no destructor), and
+//!   given back when the thread exits (a `pthread` key destructor, which allocates nothing).
+//!   Indices are dense and reused, so the slots in use follow the live threads, and a heap
+//!   enters an owned slot without atomics. Threads beyond [`OWNED_IDS`] share the try-locked
+//!   slots above them.
 //!
 //! [`StdPlatform`] is the one `StdHeap` uses; `docs/cpu-slot.md` has the measurements that
 //! chose it.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::cell::Cell;
 
-use crate::platform::{default_fatal, Fault, Platform};
+use crate::platform::{default_fatal, ExclusiveSlots, Fault, Platform};
 
 /// The platform [`StdHeap`](crate::StdHeap) uses: a thread-local slot index. It costs a
 /// third of a nanosecond where `sched_getcpu` costs 1.4–2 ns, and a thread never finds its
@@ -46,45 +50,197 @@ impl Platform for SchedCpu {
     }
 }
 
-/// Slot = an index given to each thread on first use, round robin; fatal faults print and
-/// abort.
+/// Thread indices that can be owned; a heap with `CPUS` slots owns slots
+/// `0..CPUS - SHARED_SLOTS` (see [`ExclusiveSlots`]).
+pub const OWNED_IDS: usize = 56;
+/// Try-locked slots at the top of a heap, for threads beyond the owned indices.
+pub const SHARED_SLOTS: usize = 8;
+
+/// Slot = an index the thread owns from its first call until it exits (the lowest free one),
+/// so that a heap enters the slot without atomics; a dead thread's slot is drained by the
+/// heap and reused by the next thread. Past [`OWNED_IDS`] live threads, the others share
+/// [`SHARED_SLOTS`] try-locked slots. Fatal faults print and abort.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ThreadSlot;
 
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+/// Per index: who has it.
+const VACANT: u8 = 0;
+const OWNED: u8 = 1;
+/// A heap is draining the slot of a thread that exited; nobody may claim it meanwhile.
+const HELD: u8 = 2;
+static IDS: [AtomicU8; OWNED_IDS] = [const { AtomicU8::new(VACANT) }; OWNED_IDS];
+/// Indices given back so far (threads that exited).
+static VACATED: AtomicUsize = AtomicUsize::new(0);
+/// Round robin over the shared slots for threads that found no free index.
+static NEXT_SHARED: AtomicUsize = AtomicUsize::new(0);
+
+/// The thread's index: `UNSET` before its first call, `EXITED` once it has given it back.
+const UNSET: usize = usize::MAX;
+const EXITED: usize = usize::MAX - 1;
 
 std::thread_local! {
-    /// The thread's slot, `usize::MAX` until first asked. `const` and without `Drop`: no
-    /// destructor is registered, and it stays readable while the thread exits.
-    static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// `const`-initialised and without a destructor: no registration, no allocation, usable
+    /// from inside the allocator at any point of the thread's life.
+    static SLOT: Cell<usize> = const { Cell::new(UNSET) };
 }
+
+/// The `pthread` key whose destructor gives the index back (0 = not made yet, else key + 1).
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 
 impl ThreadSlot {
     /// The platform.
     pub const fn new() -> Self {
         Self
     }
+
+    /// In the child after `fork()`: only the forking thread survives, so every index but its
+    /// own is free again. (A slot some other thread was inside at the fork stays busy and is
+    /// never entered: its lists may be half-updated.) Call it from a `pthread_atfork` child
+    /// handler, as `libcpuheap.so` does.
+    pub fn after_fork_in_child() {
+        let mine = SLOT.try_with(Cell::get).unwrap_or(UNSET);
+        for (i, id) in IDS.iter().enumerate() {
+            if i != mine {
+                id.store(VACANT, Ordering::Release);
+            }
+        }
+    }
+
+    #[cold]
+    fn claim(cell: &Cell<usize>) -> usize {
+        if cell.get() == EXITED {
+            // Called again from a destructor that ran after ours: share a slot.
+            return OWNED_IDS + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED_SLOTS;
+        }
+        for (i, id) in IDS.iter().enumerate() {
+            if id.load(Ordering::Relaxed) == VACANT
+                && id
+                    .compare_exchange(VACANT, OWNED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // Set first: should `pthread_setspecific` allocate, the allocation it makes
+                // finds the index already there instead of claiming another.
+                cell.set(i);
+                Self::arm_exit_hook(i);
+                return i;
+            }
+        }
+        let shared = OWNED_IDS + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED_SLOTS;
+        cell.set(shared);
+        shared
+    }
+
+    /// Make the thread give index `i` back when it exits.
+    fn arm_exit_hook(i: usize) {
+        let mut key = EXIT_KEY.load(Ordering::Acquire);
+        if key == 0 {
+            let mut k: libc::pthread_key_t = 0;
+            // SAFETY: `k` is a valid out-pointer; the destructor has the signature pthread
+            // expects. glibc's `pthread_key_create` takes a slot of a static table.
+            if unsafe { libc::pthread_key_create(&mut k, Some(on_thread_exit)) } != 0 {
+                return; // No key: the index stays claimed until the process ends.
+            }
+            key = match EXIT_KEY.compare_exchange(
+                0,
+                k as usize + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => k as usize + 1,
+                Err(other) => {
+                    // Another thread made one first; ours is not needed.
+                    // SAFETY: `k` is a key this thread just made and nobody else uses.
+                    unsafe { libc::pthread_key_delete(k) };
+                    other
+                }
+            };
+        }
+        // A non-null value is what makes the destructor run; it carries the index.
+        // SAFETY: `key - 1` is a live key made above.
+        unsafe { libc::pthread_setspecific((key - 1) as libc::pthread_key_t, (i + 1) as *const _) };
+    }
 }
+
+/// The `pthread` key destructor: the exiting thread gives its index back.
+extern "C" fn on_thread_exit(value: *mut libc::c_void) {
+    let i = (value as usize).wrapping_sub(1);
+    // From here on, an allocation of this thread (by a later destructor) shares a slot.
+    let _ = SLOT.try_with(|s| s.set(EXITED));
+    if let Some(id) = IDS.get(i) {
+        // Release: a heap that holds the index afterwards sees the slot as the thread left it.
+        id.store(VACANT, Ordering::Release);
+        VACATED.fetch_add(1, Ordering::Release);
+    }
+}
+
+// SAFETY: every index below `OWNED_IDS` that `current_cpu` returns was claimed by this thread
+// with a compare-and-swap from VACANT and is given back only when the thread exits (after
+// which the thread gets shared indices); so no two live threads ever hold one index, and a
+// heap only uses an owned slot for the thread holding its index. The other contexts that run
+// on the thread are signal handlers, which finish before the code they interrupted resumes.
+unsafe impl Sync for ThreadSlot {}
 
 impl Platform for ThreadSlot {
     #[inline(always)]
     fn current_cpu(&self) -> usize {
         SLOT.try_with(|s| {
             let v = s.get();
-            if v != usize::MAX {
+            if v < EXITED {
                 v
             } else {
-                let v = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
-                s.set(v);
-                v
+                Self::claim(s)
             }
         })
-        .unwrap_or(0)
+        .unwrap_or(OWNED_IDS)
+    }
+
+    // SAFETY: see the `unsafe impl Sync` above: an index below `OWNED_IDS` belongs to one live
+    // thread, and `SHARED_SLOTS` slots above those serve every other index.
+    const EXCLUSIVE: Option<ExclusiveSlots> = Some(unsafe { ExclusiveSlots::new(SHARED_SLOTS) });
+
+    fn remote_barrier(&self) -> bool {
+        membarrier()
+    }
+
+    fn vacated(&self) -> usize {
+        VACATED.load(Ordering::Acquire)
+    }
+
+    fn hold_vacant(&self, slot: usize) -> bool {
+        IDS.get(slot).is_some_and(|id| {
+            id.compare_exchange(VACANT, HELD, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    fn release_vacant(&self, slot: usize) {
+        if let Some(id) = IDS.get(slot) {
+            id.store(VACANT, Ordering::Release);
+        }
     }
 
     fn fatal(&self, fault: &Fault) -> ! {
         default_fatal(fault)
     }
+}
+
+/// A process-wide memory barrier: `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
+/// makes every running thread of the process execute a full barrier (registered on first
+/// use). `false` where the kernel has no such command.
+fn membarrier() -> bool {
+    const CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    /// 0 = not tried, 1 = registered, 2 = not available.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    let mut state = STATE.load(Ordering::Acquire);
+    if state == 0 {
+        // SAFETY: `membarrier` takes two integer arguments and touches no memory of ours.
+        let r = unsafe { libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0) };
+        state = if r == 0 { 1 } else { 2 };
+        STATE.store(state, Ordering::Release);
+    }
+    // SAFETY: as above.
+    state == 1 && unsafe { libc::syscall(libc::SYS_membarrier, CMD_PRIVATE_EXPEDITED, 0) } == 0
 }
 
 /// A mutex that spins briefly, then yields the CPU (`sched_yield`) while it waits.

@@ -7,11 +7,11 @@ use crate::heap::{Config, Heap};
 use lock_api::RawMutex;
 
 use super::mmap::MmapSource;
-use super::platform::{StdPlatform, YieldMutex};
+use super::platform::{StdPlatform, YieldMutex, OWNED_IDS, SHARED_SLOTS};
 
-/// Slots of [`StdHeap`]: slot indices are taken modulo this, so with more live threads some
-/// share a slot (correct, through each slot's try-lock, but slower when both are busy).
-pub const STD_CPU_SLOTS: usize = 64;
+/// Slots of [`StdHeap`]: one owned by each of up to [`OWNED_IDS`] live threads (entered
+/// without atomics), and [`SHARED_SLOTS`] try-locked ones that any further threads share.
+pub const STD_CPU_SLOTS: usize = OWNED_IDS + SHARED_SLOTS;
 
 /// The heap inside [`StdHeap`] with lock `R`.
 pub type StdHeapInner<R = YieldMutex> = Heap<MmapSource, StdPlatform, R, STD_CPU_SLOTS>;
