@@ -528,11 +528,18 @@ extern "C" fn fork_release() {
     unsafe { REGISTRY_LOCK.unlock() };
 }
 
+/// After `fork()`, in the child: the forking thread is the only one left, so the thread slot
+/// indices of the others are free again; then release the locks as in the parent.
+extern "C" fn fork_child() {
+    cpuheap_core::ThreadSlot::after_fork_in_child();
+    fork_release();
+}
+
 // ----- load-time setup ------------------------------------------------------------------
 
 extern "C" fn on_load() {
-    // SAFETY: `pthread_atfork` gets three valid handlers (the same for parent and child).
-    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+    // SAFETY: `pthread_atfork` gets three valid handlers.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_child)) };
     // SAFETY: `getenv` gets a NUL-terminated name; the constructor runs before `main`, with no
     // other thread of the program reading `STATS_PATH` yet (`set` is still false).
     unsafe {
