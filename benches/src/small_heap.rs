@@ -690,7 +690,7 @@ pub fn report(o: &Opts) -> String {
             "Usable fraction = live requested bytes / region bytes at the first failure, fresh heap over a \
              {} KiB region (4 KiB-aligned), one run each (deterministic). Fixed-size objects are aligned to \
              the pointer size ({WORD} B). `mixed`: alloc 6/10, free 2/10, realloc 2/10, sizes 8-512 B \
-             log-uniform, alignment {WORD} B (1/4 of them 8 B). Every allocator's own value lives outside the \
+             log-uniform, alignment the pointer size ({WORD} B) or, for 1/4 of them, 8 B. Every allocator's own value lives outside the \
              region (sizes below); what it keeps inside the region counts against it.\n",
             SMALL_REGION / 1024
         )
