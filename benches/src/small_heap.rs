@@ -609,6 +609,33 @@ fn breakdown_table(rows: &[(Alloc, Workload, Outcome)]) -> String {
     s
 }
 
+/// What one span per size class costs: the sum of the shortest spans of every class up to
+/// 512 B (the mixed workload's range), for both configurations, against the small region.
+fn class_floor() -> String {
+    use cpuheap::size_class::{class_size, span_pages, NUM_CLASSES};
+    let mut s = String::from(
+        "Floor of the mixed workload for cpuheap: a class in use holds at least one span, so holding \
+         one object of every class up to 512 B already takes the sum of their shortest spans \
+         (`size_class::span_pages`):\n\n\
+         | config | classes <= 512 B | sum of shortest spans | of the region |\n|---|---:|---:|---:|\n",
+    );
+    for (name, cfg) in [("small()", Config::small()), ("new()", Config::new())] {
+        let (mut n, mut bytes) = (0, 0);
+        for c in (1..NUM_CLASSES).take_while(|&c| class_size(c) <= 512) {
+            n += 1;
+            bytes += span_pages(c, cfg.page_size, cfg.min_span_bytes) * cfg.page_size;
+        }
+        writeln!(
+            s,
+            "| {name} | {n} | {bytes} B | {} |",
+            pct(bytes, SMALL_REGION)
+        )
+        .unwrap();
+    }
+    s.push('\n');
+    s
+}
+
 /// Options of the `small_heap` binary.
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -721,6 +748,7 @@ pub fn report(o: &Opts) -> String {
             writeln!(s, "| {} | {} B |", k.name(), k.value_size()).unwrap();
         }
         s.push('\n');
+        s.push_str(&class_floor());
     }
     if o.talc_like {
         let len = o.talc_mib << 20;

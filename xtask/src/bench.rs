@@ -196,7 +196,12 @@ fn small_heap(root: &Path, bin_dir: &Path, results: &Path) -> Result<(), String>
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let mut md = run(&mut Command::new(bin_dir.join(exe("small_heap"))))?;
+    let mut md = String::from(
+        "# Small-heap efficiency\n\nWritten by `cargo xtask bench --small-heap` \
+         (`benches/src/small_heap.rs`; the 32-bit part is the same file built for \
+         i686-unknown-linux-musl by `benches/small-heap-32`).\n\n",
+    );
+    md.push_str(&run(&mut Command::new(bin_dir.join(exe("small_heap"))))?);
     let m32 = root.join("benches").join("small-heap-32");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let t32 = "i686-unknown-linux-musl";
