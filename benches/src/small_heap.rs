@@ -785,7 +785,7 @@ pub fn report(o: &Opts) -> String {
              afterwards with page-span allocations (`< small limit`: none longer than the small-object limit, \
              the shortest run such a probe can ask for). The failing request's page need is the shortest span of \
              its class (`size_class::span_pages`) or its page-span size. \
-             metadata: `metadata_bytes`. other: region bytes in none of these (alignment of the run, \
+             metadata: `metadata_bytes`, whole pages given to metadata, used or not. other: region bytes in none of these (alignment of the run, \
              metadata-arena slack). spans: live spans. Talc-like rows pool the fills: shares of the pooled region, page \
              counts, largest run and spans are means per fill.\n\n",
         );
