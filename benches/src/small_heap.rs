@@ -149,17 +149,27 @@ unsafe impl GlobalAlloc for RlsfHeap {
 /// bytes to aligning the region's start; a `static` array on an MCU is usually only
 /// word-aligned, which costs cpuheap up to one page).
 pub struct Region {
+    base: *mut u8,
     ptr: *mut u8,
     len: usize,
 }
 
 impl Region {
-    /// Allocate `len` bytes.
+    /// Allocate `len` bytes, starting on a 4 KiB boundary.
     pub fn new(len: usize) -> Region {
-        let l = Layout::from_size_align(len, 4096).unwrap();
-        let ptr = unsafe { std::alloc::System.alloc_zeroed(l) };
-        assert!(!ptr.is_null(), "cannot allocate the region");
-        Region { ptr, len }
+        Region::with_offset(len, 0)
+    }
+    /// Allocate `len` bytes starting `offset` bytes past a 4 KiB boundary (a word-aligned
+    /// `static` on an MCU).
+    pub fn with_offset(len: usize, offset: usize) -> Region {
+        let l = Layout::from_size_align(len + 4096, 4096).unwrap();
+        let base = unsafe { std::alloc::System.alloc_zeroed(l) };
+        assert!(!base.is_null(), "cannot allocate the region");
+        Region {
+            base,
+            ptr: unsafe { base.add(offset % 4096) },
+            len,
+        }
     }
     /// The region as the `&'static mut` slice `add_region` wants.
     ///
@@ -173,8 +183,8 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
-        let l = Layout::from_size_align(self.len, 4096).unwrap();
-        unsafe { std::alloc::System.dealloc(self.ptr, l) }
+        let l = Layout::from_size_align(self.len + 4096, 4096).unwrap();
+        unsafe { std::alloc::System.dealloc(self.base, l) }
     }
 }
 
@@ -609,6 +619,30 @@ fn breakdown_table(rows: &[(Alloc, Workload, Outcome)]) -> String {
     s
 }
 
+/// cpuheap over a region that starts one word past a 4 KiB boundary, as a `static` array on
+/// an MCU usually does (only word-aligned): the heap can only use whole pages.
+fn misaligned(workloads: &[Workload]) -> String {
+    let off = Region::with_offset(SMALL_REGION, WORD);
+    let mut s = format!(
+        "cpuheap over a region {WORD} B past a 4 KiB boundary (a word-aligned `static`), against the \
+         4 KiB-aligned region above:\n\n| workload | small() aligned | small() +{WORD} B | new() aligned | new() +{WORD} B |\n\
+         |---|---:|---:|---:|---:|\n"
+    );
+    let aligned = Region::new(SMALL_REGION);
+    for &w in workloads {
+        write!(s, "| {} |", w.label()).unwrap();
+        for k in [Alloc::CpuheapSmall, Alloc::CpuheapNew] {
+            for r in [&aligned, &off] {
+                let o = measure(k, r, w, 1, 0x5eed);
+                write!(s, " {:.1} % |", o.fraction() * 100.0).unwrap();
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}
+
 /// What one span per size class costs: the sum of the shortest spans of every class up to
 /// 512 B (the mixed workload's range), for both configurations, against the small region.
 fn class_floor() -> String {
@@ -748,6 +782,7 @@ pub fn report(o: &Opts) -> String {
             writeln!(s, "| {} | {} B |", k.name(), k.value_size()).unwrap();
         }
         s.push('\n');
+        s.push_str(&misaligned(&workloads));
         s.push_str(&class_floor());
     }
     if o.talc_like {
