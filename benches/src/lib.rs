@@ -24,3 +24,5 @@ pub fn median(v: &[f64]) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+#[cfg(feature = "cpuheap")]
+pub mod small_heap;

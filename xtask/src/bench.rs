@@ -7,6 +7,7 @@
 //! cargo xtask bench --quick         3 short runs (~1-2 min) + callgrind
 //! cargo xtask bench --callgrind     only the instruction count
 //! cargo xtask bench --no-callgrind  skip the instruction count
+//! cargo xtask bench --small-heap     only the small-heap efficiency table
 //! any other argument is passed to the harness binary (see `--help` there), e.g.
 //! cargo xtask bench --quick --only a,b --alloc cpuheap,mimalloc,glibc
 //! ```
@@ -22,6 +23,9 @@ const USAGE: &str =
                    instead of latest.{md,svg}
   --callgrind      only the callgrind instruction count of the alloc+free fast path
   --no-callgrind   skip the instruction count
+  --small-heap     only the small-heap efficiency table (benches/results/small-heap.md; also
+                   run after a full or quick run): 32 KiB region, host and, if the
+                   i686-unknown-linux-musl target is installed, 32-bit
   --size BYTES     object size of the fast-path probe (default 32)
   HARNESS ARGS     passed to cpuheap-bench: --runs N --window-ms MS --only a,b,c,d1,d2,f1,f2,e
                    --alloc NAME,... --eff-mib MIB (run `target/release/cpuheap-bench --help`)";
@@ -49,6 +53,7 @@ const N2: u64 = 400_000;
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut callgrind = true;
     let mut only_callgrind = false;
+    let mut only_small_heap = false;
     let mut size = 32usize;
     let mut pass: Vec<String> = Vec::new();
     let mut name = "latest";
@@ -57,6 +62,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--callgrind" => only_callgrind = true,
             "--no-callgrind" => callgrind = false,
+            "--small-heap" => only_small_heap = true,
             "--size" => {
                 size = it
                     .next()
@@ -82,6 +88,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let bin_dir = target_dir(&root).join("release");
     let bench = bin_dir.join(exe("cpuheap-bench"));
     let fastpath = bin_dir.join(exe("fastpath"));
+    if only_small_heap {
+        return small_heap(&root, &bin_dir, &results);
+    }
 
     if !only_callgrind {
         let mut cmd = Command::new(&bench);
@@ -115,6 +124,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             Err(e) if !only_callgrind => eprintln!("callgrind skipped: {e}"),
             Err(e) => return Err(e),
         }
+    }
+    if !only_callgrind {
+        small_heap(&root, &bin_dir, &results)?;
     }
     eprintln!(
         "results: {} {}",
@@ -170,6 +182,49 @@ fn build(root: &Path) -> Result<(), String> {
     } else {
         Err(format!("building cpuheap-bench failed: {st}"))
     }
+}
+
+/// The small-heap efficiency table (`benches/src/small_heap.rs`): the host build, then the
+/// same file built alone for i686-unknown-linux-musl (`benches/small-heap-32`) when that
+/// target is installed. Writes `benches/results/small-heap.md`.
+fn small_heap(root: &Path, bin_dir: &Path, results: &Path) -> Result<(), String> {
+    let run = |cmd: &mut Command| -> Result<String, String> {
+        eprintln!("+ {:?}", cmd);
+        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{cmd:?} failed: {}", out.status));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut md = String::from(
+        "# Small-heap efficiency\n\nWritten by `cargo xtask bench --small-heap` \
+         (`benches/src/small_heap.rs`; the 32-bit part is the same file built for \
+         i686-unknown-linux-musl by `benches/small-heap-32`).\n\n",
+    );
+    md.push_str(&run(&mut Command::new(bin_dir.join(exe("small_heap"))))?);
+    let m32 = root.join("benches").join("small-heap-32");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let t32 = "i686-unknown-linux-musl";
+    let built = run(Command::new(&cargo)
+        .args(["build", "--release", "--target", t32, "--manifest-path"])
+        .arg(m32.join("Cargo.toml")));
+    let bin32 = m32
+        .join("target")
+        .join(t32)
+        .join("release")
+        .join("small_heap_32");
+    match built.and_then(|_| run(&mut Command::new(&bin32))) {
+        Ok(s) => md.push_str(&format!("\n{s}")),
+        Err(e) => {
+            eprintln!("32-bit small-heap table skipped: {e}");
+            md.push_str(&format!(
+                "\n(32-bit table skipped: {e}; `rustup target add {t32}` enables it.)\n"
+            ));
+        }
+    }
+    println!("{md}");
+    std::fs::write(results.join("small-heap.md"), &md)
+        .map_err(|e| format!("write small-heap.md: {e}"))
 }
 
 /// Instructions collected inside `fastpath::pairs` for `n` pairs.
