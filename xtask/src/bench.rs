@@ -7,6 +7,8 @@
 //! cargo xtask bench --quick         3 short runs (~1-2 min) + callgrind
 //! cargo xtask bench --callgrind     only the instruction count
 //! cargo xtask bench --no-callgrind  skip the instruction count
+//! cargo xtask bench --global        only the global-allocator benchmarks (global.rs)
+//! cargo xtask bench --no-global     full run without them
 //! any other argument is passed to the harness binary (see `--help` there), e.g.
 //! cargo xtask bench --quick --only a,b --alloc cpuheap,mimalloc,glibc
 //! ```
@@ -16,6 +18,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "global.rs"]
+mod global;
+
 const USAGE: &str =
     "cargo xtask bench [--quick] [--callgrind | --no-callgrind] [--size BYTES] [HARNESS ARGS...]
   --quick          3 short runs (about 1 minute); writes benches/results/quick.{md,svg}
@@ -23,6 +28,10 @@ const USAGE: &str =
   --callgrind      only the callgrind instruction count of the alloc+free fast path
   --no-callgrind   skip the instruction count
   --size BYTES     object size of the fast-path probe (default 32)
+  --global         only the global-allocator benchmarks (each allocator the #[global_allocator]
+                   of its own binary): 5 runs (3 with --quick), to benches/results/global.md
+                   (global-quick.md with --quick). The full run (no --quick) includes them.
+  --no-global      full run without the global-allocator benchmarks
   HARNESS ARGS     passed to cpuheap-bench: --runs N --window-ms MS --only a,b,c,d1,d2,f1,f2,e
                    --alloc NAME,... --eff-mib MIB (run `target/release/cpuheap-bench --help`)";
 
@@ -52,6 +61,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut size = 32usize;
     let mut pass: Vec<String> = Vec::new();
     let mut name = "latest";
+    let mut only_global = false;
+    let mut no_global = false;
+    let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -65,8 +77,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             "--quick" => {
                 name = "quick";
+                quick = true;
                 pass.push(a.clone());
             }
+            "--global" => only_global = true,
+            "--no-global" => no_global = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -83,6 +98,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let bench = bin_dir.join(exe("cpuheap-bench"));
     let fastpath = bin_dir.join(exe("fastpath"));
 
+    if only_global {
+        let out = results.join(if quick { "global-quick.md" } else { "global.md" });
+        let md = global::run(&bin_dir, quick, &out)?;
+        println!("{md}");
+        eprintln!("results: {}", out.display());
+        return Ok(());
+    }
+
     if !only_callgrind {
         let mut cmd = Command::new(&bench);
         cmd.args(&pass)
@@ -97,6 +120,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         if !st.success() {
             return Err(format!("cpuheap-bench failed: {st}"));
         }
+    }
+    if !only_callgrind && !quick && !no_global {
+        let out = results.join("global.md");
+        let md = global::run(&bin_dir, false, &out)?;
+        println!("{md}");
+        eprintln!("results: {}", out.display());
     }
     if callgrind || only_callgrind {
         match callgrind_table(&fastpath, size) {
