@@ -99,7 +99,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let fastpath = bin_dir.join(exe("fastpath"));
 
     if only_global {
-        let out = results.join(if quick { "global-quick.md" } else { "global.md" });
+        let out = results.join(if quick {
+            "global-quick.md"
+        } else {
+            "global.md"
+        });
         let md = global::run(&bin_dir, quick, &out)?;
         println!("{md}");
         eprintln!("results: {}", out.display());

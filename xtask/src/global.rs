@@ -73,7 +73,13 @@ fn parse(line: &str) -> Option<Sample> {
 
 fn run_one(bin: &Path, workload: &str, ms: u64, seed: u64) -> Result<Sample, String> {
     let out = Command::new(bin)
-        .args([workload, "--ms", &ms.to_string(), "--seed", &seed.to_string()])
+        .args([
+            workload,
+            "--ms",
+            &ms.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
         .output()
         .map_err(|e| format!("run {}: {e}", bin.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -128,7 +134,9 @@ fn cpu_probe() -> f64 {
     }
     let d = Duration::from_millis(200);
     let one = spin(d);
-    let hs: Vec<_> = (0..2).map(|_| std::thread::spawn(move || spin(d))).collect();
+    let hs: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || spin(d)))
+        .collect();
     let two: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
     two as f64 / one.max(1) as f64
 }
@@ -220,7 +228,10 @@ fn advantages(results: &Results, w: &str, peer: &str) -> (Vec<f64>, bool) {
         .iter()
         .map(|run| {
             let m = run.get(w);
-            match (m.and_then(|m| m.get("cpuheap")), m.and_then(|m| m.get(peer))) {
+            match (
+                m.and_then(|m| m.get("cpuheap")),
+                m.and_then(|m| m.get(peer)),
+            ) {
                 (Some(c), Some(p)) => {
                     bound |= !c.complete;
                     if c.higher_better {
@@ -361,7 +372,9 @@ fn report(
         "\ncpuheap column: median Mops/s (ms per 64 MiB grow for realloc-grow; `≥` = cut off, time so far).\n\n",
     );
     // Absolute numbers.
-    s.push_str("### Absolute medians (Mops/s; realloc-grow: ms per grow, moves per grow)\n\n| workload |");
+    s.push_str(
+        "### Absolute medians (Mops/s; realloc-grow: ms per grow, moves per grow)\n\n| workload |",
+    );
     for a in allocs {
         s.push_str(&format!(" {a} |"));
     }
