@@ -551,8 +551,8 @@ fn ring(window: Duration, seed: u64) -> Tp {
 /// larson: 2 lanes, each a table of 1024 slots filled (8..=1024 B) by the main thread; a
 /// lane's thread does 10 000 actions (free a random slot's object, allocate a new one in
 /// its place), then spawns its successor with the table and exits, until the window has
-/// passed. Every object is freed by a thread that did not allocate it unless it was
-/// replaced within the same generation. An op is one free+alloc.
+/// passed. Each slot's first free in a generation (about 1 in 10 frees) frees an object
+/// that another thread allocated. An op is one free+alloc.
 fn larson(window: Duration, seed: u64) -> (Tp, u64) {
     const LANES: usize = 2;
     const SLOTS: usize = 1024;
