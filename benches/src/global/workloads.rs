@@ -209,7 +209,7 @@ where
 fn churn(threads: usize, window: Duration, seed: u64) -> Tp {
     const SLOTS: usize = 2048;
     run_threads(threads, move |t, barrier| {
-        let mut rng = Rng::new(seed ^ (t as u64 + 1) * 0x1000);
+        let mut rng = Rng::new(seed ^ ((t as u64 + 1) * 0x1000));
         let mut s = vec![Obj::EMPTY; SLOTS];
         for o in s.iter_mut() {
             if rng.below(2) == 0 {
@@ -293,7 +293,7 @@ fn thread_waves(window: Duration, min_threads: usize, max_threads: usize, seed: 
     while n < max_threads && (n < min_threads || t0.elapsed() < window) {
         let hs: Vec<_> = (0..WAVE)
             .map(|i| {
-                let sd = seed ^ ((n + i) as u64) << 16;
+                let sd = seed ^ (((n + i) as u64) << 16);
                 thread::spawn(move || short_thread(sd, SHORT_OPS))
             })
             .collect();
@@ -337,7 +337,7 @@ fn rss_kib() -> (u64, u64) {
 fn mixed(threads: usize, window: Duration, seed: u64) -> Tp {
     const SLOTS: usize = 2048;
     run_threads(threads, move |t, barrier| {
-        let mut rng = Rng::new(seed ^ (t as u64 + 1) * 0x2000);
+        let mut rng = Rng::new(seed ^ ((t as u64 + 1) * 0x2000));
         let align = |r: &mut Rng| if r.below(4) == 0 { 16 } else { 8 };
         let mut s = vec![Obj::EMPTY; SLOTS];
         for o in s.iter_mut() {
@@ -514,7 +514,7 @@ fn ring(window: Duration, seed: u64) -> Tp {
             let rx = rxs[t].take().unwrap();
             let b = barrier.clone();
             thread::spawn(move || {
-                let mut rng = Rng::new(seed ^ (t as u64 + 1) * 0x4000);
+                let mut rng = Rng::new(seed ^ ((t as u64 + 1) * 0x4000));
                 b.wait();
                 let t0 = Instant::now();
                 for _ in 0..rounds {
@@ -569,7 +569,7 @@ fn larson(window: Duration, seed: u64) -> (Tp, u64) {
         .enumerate()
         .map(|(l, s)| {
             let (ops, gens) = (ops.clone(), gens.clone());
-            let r = Rng::new(seed ^ (l as u64 + 1) * 0x6000);
+            let r = Rng::new(seed ^ ((l as u64 + 1) * 0x6000));
             thread::spawn(move || lane(s, r, end, ops, gens))
         })
         .collect();
@@ -650,7 +650,7 @@ fn realloc_grow(window: Duration) -> (f64, f64, u64, bool, usize) {
         let mut v: Vec<u8> = Vec::with_capacity(STEP);
         v.resize(STEP, 1);
         while v.len() < TOP {
-            if v.len() % (1 << 20) == 0 && t0.elapsed().as_millis() > CAP_MS {
+            if v.len() & ((1 << 20) - 1) == 0 && t0.elapsed().as_millis() > CAP_MS {
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
                 return (ms, moves as f64, 1, false, v.len() >> 10);
             }
