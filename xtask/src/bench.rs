@@ -8,6 +8,8 @@
 //! cargo xtask bench --callgrind     only the instruction count
 //! cargo xtask bench --no-callgrind  skip the instruction count
 //! cargo xtask bench --small-heap     only the small-heap efficiency table
+//! cargo xtask bench --global        only the global-allocator benchmarks (global.rs)
+//! cargo xtask bench --no-global     full run without them
 //! any other argument is passed to the harness binary (see `--help` there), e.g.
 //! cargo xtask bench --quick --only a,b --alloc cpuheap,mimalloc,glibc
 //! ```
@@ -16,6 +18,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[path = "global.rs"]
+mod global;
 
 const USAGE: &str =
     "cargo xtask bench [--quick] [--callgrind | --no-callgrind] [--size BYTES] [HARNESS ARGS...]
@@ -27,6 +32,10 @@ const USAGE: &str =
                    run after a full or quick run): 32 KiB region, host and, if the
                    i686-unknown-linux-musl target is installed, 32-bit
   --size BYTES     object size of the fast-path probe (default 32)
+  --global         only the global-allocator benchmarks (each allocator the #[global_allocator]
+                   of its own binary): 5 runs (3 with --quick), to benches/results/global.md
+                   (global-quick.md with --quick). The full run (no --quick) includes them.
+  --no-global      full run without the global-allocator benchmarks
   HARNESS ARGS     passed to cpuheap-bench: --runs N --window-ms MS --only a,b,c,d1,d2,f1,f2,e
                    --alloc NAME,... --eff-mib MIB (run `target/release/cpuheap-bench --help`)";
 
@@ -57,6 +66,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let mut size = 32usize;
     let mut pass: Vec<String> = Vec::new();
     let mut name = "latest";
+    let mut only_global = false;
+    let mut no_global = false;
+    let mut quick = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -71,8 +83,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             "--quick" => {
                 name = "quick";
+                quick = true;
                 pass.push(a.clone());
             }
+            "--global" => only_global = true,
+            "--no-global" => no_global = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -92,6 +107,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return small_heap(&root, &bin_dir, &results);
     }
 
+    if only_global {
+        let out = results.join(if quick {
+            "global-quick.md"
+        } else {
+            "global.md"
+        });
+        let md = global::run(&bin_dir, quick, &out)?;
+        println!("{md}");
+        eprintln!("results: {}", out.display());
+        return Ok(());
+    }
+
     if !only_callgrind {
         let mut cmd = Command::new(&bench);
         cmd.args(&pass)
@@ -106,6 +133,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         if !st.success() {
             return Err(format!("cpuheap-bench failed: {st}"));
         }
+    }
+    if !only_callgrind && !quick && !no_global {
+        let out = results.join("global.md");
+        let md = global::run(&bin_dir, false, &out)?;
+        println!("{md}");
+        eprintln!("results: {}", out.display());
     }
     if callgrind || only_callgrind {
         match callgrind_table(&fastpath, size) {
