@@ -136,7 +136,12 @@ impl<S: PageSource> Locked<'_, S> {
         let ext = self.extent_ptr(start, self.geom.page_shift);
         // SAFETY: null or a linked extent record; we hold the lock.
         let direct = unsafe { ext.as_ref() }.is_some_and(|e| e.direct);
-        self.set_map(start, if direct { 1 } else { pages }, CLASS_FREED, ptr::null_mut());
+        self.set_map(
+            start,
+            if direct { 1 } else { pages },
+            CLASS_FREED,
+            ptr::null_mut(),
+        );
         if !direct {
             // SAFETY: as above.
             if let Some(e) = unsafe { ext.as_mut() } {
@@ -180,7 +185,8 @@ impl<S: PageSource> Locked<'_, S> {
             e.pages = new_pages;
             self.stats.pages.fetch_sub(n, Ordering::Relaxed);
             let bytes = n << self.geom.page_shift;
-            let range = core::ptr::NonNull::new(tail as *mut u8).map(|base| Run { base, len: bytes });
+            let range =
+                core::ptr::NonNull::new(tail as *mut u8).map(|base| Run { base, len: bytes });
             // SAFETY: the tail lies in the direct run and no span uses it any more.
             if range.is_some_and(|r| unsafe { self.st.source.discard(r) }) {
                 self.stats.source_bytes.fetch_sub(bytes, Ordering::Relaxed);

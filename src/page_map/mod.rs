@@ -509,10 +509,7 @@ impl PageMap for RadixMap {
     ) {
         let sh = Shape::of(page_shift);
         let page = 1usize << page_shift;
-        let Some(end) = pages
-            .checked_mul(page)
-            .and_then(|b| base.checked_add(b))
-        else {
+        let Some(end) = pages.checked_mul(page).and_then(|b| base.checked_add(b)) else {
             return;
         };
         // Discard the whole pages inside `[lo, hi)`.

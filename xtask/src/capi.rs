@@ -480,7 +480,11 @@ fn test_hostile(root: &Path, lib: &Path, scratch: &Path) -> Result<String, Strin
             .collect::<Vec<_>>()
             .join("; ")
     };
-    Ok(format!("cpuheap: {}; glibc: {}", lines(&pre), lines(&plain)))
+    Ok(format!(
+        "cpuheap: {}; glibc: {}",
+        lines(&pre),
+        lines(&plain)
+    ))
 }
 
 fn test_fork(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
