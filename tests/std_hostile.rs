@@ -144,6 +144,27 @@ fn many_sparse_huge_blocks_cost_what_is_touched_and_give_it_back() {
     assert!(live < bound, "{N} sparse blocks: RSS +{live} bytes");
     assert!(after < 6 * MIB, "after freeing them: RSS +{after} bytes");
     assert_eq!(HEAP.stats().direct_runs, 0);
+
+    // One block of half of what the system could give: its metadata is as small.
+    let half = (os_max_request() / 2) & !(MIB - 1);
+    let l = Layout::from_size_align(half, 16).unwrap();
+    let rss0 = rss();
+    let t = Instant::now();
+    let p = HEAP.allocate(l);
+    assert!(!p.is_null(), "{half} bytes");
+    touch(p, 0);
+    touch(p, half - 1);
+    let grown = rss().saturating_sub(rss0);
+    // SAFETY: live with `l`.
+    unsafe { HEAP.deallocate(p, l) };
+    let elapsed = t.elapsed();
+    println!(
+        "one block of {} MiB: RSS +{} KiB, {elapsed:?}",
+        half >> 20,
+        grown >> 10
+    );
+    assert!(grown < 2 * MIB, "RSS +{grown} bytes");
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
 }
 
 #[test]
