@@ -59,8 +59,8 @@ mod sync;
 pub mod hosted;
 #[cfg(all(feature = "std", target_os = "linux", target_pointer_width = "64"))]
 pub use hosted::{
-    os_page_size, MmapSource, SchedCpu, StdHeap, StdHeapInner, StdPlatform, ThreadSlot, YieldMutex,
-    STD_CPU_SLOTS,
+    os_max_request, os_page_size, MmapSource, SchedCpu, StdHeap, StdHeapInner, StdPlatform,
+    ThreadSlot, YieldMutex, STD_CPU_SLOTS,
 };
 
 pub use heap::{Config, Heap, InvariantError};

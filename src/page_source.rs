@@ -66,6 +66,15 @@ pub unsafe trait PageSource: Send {
         None
     }
 
+    /// The most bytes one request may ever take from this source (the span and, for an
+    /// alignment above the page size, the slack to align it). A larger request fails at
+    /// once, before the heap reserves or writes anything for it. The heap asks once and
+    /// keeps the answer. `usize::MAX` (the default) leaves it to [`grow`](Self::grow) and
+    /// [`grow_direct`](Self::grow_direct) to refuse.
+    fn max_request(&self) -> usize {
+        usize::MAX
+    }
+
     /// Bytes of free pages the heap may keep backed by memory ("idle") before it gives the
     /// excess back with [`discard`](Self::discard), down to half this amount. `usize::MAX`
     /// (the default) never discards.

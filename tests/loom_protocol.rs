@@ -957,8 +957,7 @@ mod owned {
                 let w = w.clone();
                 thread::spawn(move || {
                     if w.vacated.load(Ordering::Acquire) != 0
-                        && w
-                            .id
+                        && w.id
                             .compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed)
                             .is_ok()
                     {

@@ -1,4 +1,5 @@
-//! A proptest state machine over the heap: random streams of alloc (sizes up to ~600 KB,
+//! A proptest state machine over the heap: random streams of alloc (sizes up to ~600 KB and
+//! requests no source can meet, `ops::HUGE`,
 //! alignments up to 64 KiB), free, realloc, CPU-slot switches, slot drains and releases, on
 //! three configurations, checked against a model of the live allocations (see
 //! `tests/support/ops.rs`, which the cargo-fuzz target in `fuzz/` shares).
@@ -19,6 +20,7 @@ fn size() -> impl Strategy<Value = usize> {
         4 => 0usize..=2048,
         2 => 2049usize..=40_000,
         1 => 40_001usize..=600_000,
+        1 => prop::sample::select(ops::HUGE.to_vec()),
     ]
 }
 

@@ -219,7 +219,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let (mut free_pages, mut span_pages) = (0usize, 0usize);
         for ext in l.extents() {
             let mut ext_free = 0;
-            for i in 0..ext.pages {
+            // A direct extent has an entry for its first page only, and is all used or all
+            // free.
+            for i in 0..ext.mapped_pages() {
                 let addr = ext.base + i * page;
                 let Some(pr) = self.map().page(addr, self.page_shift) else {
                     return broken("extent page missing from the page map", addr);
@@ -272,6 +274,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 }
                 with_free += s.has_free() as usize;
                 handed_bytes += s.allocated as usize * class_size(s.class as usize);
+            }
+            if ext.direct && ext_free > 0 {
+                ext_free = ext.pages;
             }
             if ext_free != ext.free_count {
                 return broken("extent free-page count disagrees with its bitmap", ext.base);

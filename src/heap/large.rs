@@ -26,14 +26,20 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[cold]
     pub(super) fn alloc_large_zeroed(&self, size: usize, align: usize) -> (*mut u8, bool) {
         let page = self.page_size();
-        let Some(pages) = size
+        let align = align.max(page);
+        // What the source must give for it: whole pages, and the slack to align them. More
+        // than the source can ever give fails here, before any lock or metadata.
+        let pages = size
             .checked_add(page - 1)
-            .map(|b| (b >> self.page_shift).max(1))
-        else {
+            .map(|b| (b >> self.page_shift).max(1));
+        let Some(pages) = pages.filter(|&p| {
+            (p << self.page_shift)
+                .checked_add(align - page)
+                .is_some_and(|b| b <= self.pages().max_request())
+        }) else {
             self.cpu.shared.failed.fetch_add(1, Ordering::Relaxed);
             return (ptr::null_mut(), false);
         };
-        let align = align.max(page);
         let mut got = self.pages().alloc_span(pages, align, 0);
         if got.is_none() {
             self.cpu.drain_all();

@@ -5,6 +5,9 @@
 //!   Untouched pages cost no memory, so large runs keep the page heap's extent list short.
 //! - Spans of at least 8 MiB get a mapping of their own (`grow_direct`), unmapped as soon as the
 //!   span is freed.
+//! - A request larger than [`os_max_request`] (RAM plus swap, as the kernel's overcommit
+//!   heuristic judges glibc's mappings) fails at once: mappings with `MAP_NORESERVE` are not
+//!   checked by the kernel, so nothing else would stop a 64 TiB request before it is touched.
 //! - Free pages stay mapped until more than 64 MiB of them are idle; then the page heap gives
 //!   the excess back with `madvise(MADV_DONTNEED)`, down to half that, and the pages read as
 //!   zero when next touched. Not eagerly: a discarded page costs a page fault when reused.
@@ -51,6 +54,72 @@ pub fn os_page_size() -> usize {
     };
     PAGE.store(p, core::sync::atomic::Ordering::Relaxed);
     p
+}
+
+/// User address space of x86-64 and AArch64 Linux with 4-level page tables (47 bits).
+const USER_ADDRESS_SPACE: usize = 1 << 47;
+
+/// The most one mapping of this process could hold in memory, cached after the first call:
+/// total RAM plus swap (`sysinfo`), which is what Linux's default overcommit heuristic
+/// (`vm.overcommit_memory = 0`) refuses to exceed in one private writable mapping, and so
+/// where glibc's `malloc` (whose mappings are accounted) starts to fail. With
+/// `vm.overcommit_memory = 1` (always overcommit) the kernel refuses nothing, so the bound is
+/// the 47-bit user address space. Never above `RLIMIT_AS`. Our own mappings use
+/// `MAP_NORESERVE`, which the heuristic does not check, so without this bound a request of
+/// tens of TiB would be mapped and fail only when touched. Allocates nothing.
+pub fn os_max_request() -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static MAX: AtomicUsize = AtomicUsize::new(0);
+    let m = MAX.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let mut m = if overcommit_mode() == Some(b'1') {
+        USER_ADDRESS_SPACE
+    } else {
+        // SAFETY: `sysinfo` only writes the struct it is given, which is plain data.
+        let mut si: libc::sysinfo = unsafe { core::mem::zeroed() };
+        // SAFETY: as above; `si` is valid for writes.
+        if unsafe { libc::sysinfo(&mut si) } == 0 {
+            (si.totalram as usize)
+                .saturating_add(si.totalswap as usize)
+                .saturating_mul((si.mem_unit as usize).max(1))
+                .min(USER_ADDRESS_SPACE)
+        } else {
+            USER_ADDRESS_SPACE
+        }
+    };
+    // SAFETY: `getrlimit` only writes the struct it is given.
+    let mut rl: libc::rlimit = unsafe { core::mem::zeroed() };
+    // SAFETY: as above; `rl` is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) } == 0
+        && rl.rlim_cur != libc::RLIM_INFINITY
+    {
+        m = m.min(rl.rlim_cur as usize);
+    }
+    let m = m.max(1);
+    MAX.store(m, Ordering::Relaxed);
+    m
+}
+
+/// The first byte of `/proc/sys/vm/overcommit_memory`, read without allocating.
+fn overcommit_mode() -> Option<u8> {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/sys/vm/overcommit_memory".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is valid for one byte; `fd` is ours.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    // SAFETY: `fd` is ours and open.
+    unsafe { libc::close(fd) };
+    (n == 1).then_some(b[0])
 }
 
 impl MmapSource {
@@ -235,6 +304,12 @@ unsafe impl PageSource for MmapSource {
 
     fn idle_limit(&self) -> usize {
         self.idle_bytes
+    }
+
+    /// [`os_max_request`]: RAM plus swap (the 47-bit address space with
+    /// `vm.overcommit_memory = 1`), at most `RLIMIT_AS`.
+    fn max_request(&self) -> usize {
+        os_max_request()
     }
 
     unsafe fn discard(&mut self, range: Run) -> bool {

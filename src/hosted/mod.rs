@@ -10,6 +10,6 @@ pub mod mmap;
 pub mod platform;
 mod std_heap;
 
-pub use self::mmap::{os_page_size, MmapSource};
+pub use self::mmap::{os_max_request, os_page_size, MmapSource};
 pub use self::platform::{SchedCpu, StdPlatform, ThreadSlot, YieldMutex, OWNED_IDS, SHARED_SLOTS};
 pub use self::std_heap::{StdHeap, StdHeapInner, STD_CPU_SLOTS};

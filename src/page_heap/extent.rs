@@ -24,9 +24,19 @@ pub(crate) struct Extent {
     /// Whether a clean bitmap follows the bitmap: one bit per page, 1 = free and known zero
     /// (not backed). Only with a [`ZERO_FILLED`](PageSource::ZERO_FILLED) source.
     pub(super) has_clean: bool,
-    /// A direct run: one huge span's own, released when the span is freed. The record sits
-    /// at the start of the run, so the run is `[record, end of the extent)`.
+    /// A direct run: one huge span's own, released when the span is freed. Its record lives
+    /// in the metadata arena and it has no bitmap (`bitmap` is null): its one span covers
+    /// all of its `pages` (`free_count == 0`), or, once the span is freed and the source
+    /// would not take the run back, none (`free_count == pages`). The page map describes it
+    /// by its first page alone.
     pub(crate) direct: bool,
+    /// A direct extent's run as the source handed it out: `[run_base, run_base + run_len)`,
+    /// which holds `[base, base + pages)` (the rest: alignment slack, a shrunk span's tail).
+    pub(super) run_base: usize,
+    pub(super) run_len: usize,
+    /// Bytes of a direct run counted as metadata: the run's length beyond the span's, and a
+    /// shrunk span's tail that could not be discarded.
+    pub(super) slack: usize,
 }
 
 /// `(word, mask)` pairs that cover the bits `[start, start + n)`.
@@ -81,20 +91,22 @@ impl Extent {
         !self.word(w) & !clean
     }
 
-    /// The run of a direct extent: from its record to its end.
-    pub(super) fn direct_run(&self, page_shift: u32) -> Option<Run> {
-        let start = self as *const Self as usize;
+    /// The run of a direct extent, as the source handed it out.
+    pub(super) fn direct_run(&self) -> Option<Run> {
+        debug_assert!(self.direct);
         Some(Run {
-            base: NonNull::new(self as *const Self as *mut u8)?,
-            len: self.base + (self.pages << page_shift) - start,
+            base: NonNull::new(self.run_base as *mut u8)?,
+            len: self.run_len,
         })
     }
 
-    /// Idle pages in the extent.
-    pub(super) fn idle_pages(&self) -> usize {
-        (0..self.words())
-            .map(|w| self.idle_word(w).count_ones() as usize)
-            .sum()
+    /// Pages the page map has entries for: all of them, or a direct extent's first one.
+    pub(crate) fn mapped_pages(&self) -> usize {
+        if self.direct {
+            self.pages.min(1)
+        } else {
+            self.pages
+        }
     }
 
     /// Mark pages `[start, start + n)` clean (or not). No-op without a clean bitmap.
@@ -125,6 +137,9 @@ impl Extent {
 
     /// Whether page `i` is in use.
     pub(crate) fn is_used(&self, i: usize) -> bool {
+        if self.direct {
+            return self.free_count == 0;
+        }
         self.word(i / WORD_BITS) >> (i % WORD_BITS) & 1 == 1
     }
 

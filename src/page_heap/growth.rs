@@ -96,22 +96,15 @@ impl<S: PageSource> Locked<'_, S> {
                 .meta_bytes
                 .fetch_add(carve * page, Ordering::Relaxed);
         }
-        self.install(base, pages, None).is_some()
+        self.install(base, pages).is_some()
     }
 
-    /// Make `[base, base + pages)` (inside `run`) an extent: its record and bitmaps come from
-    /// `local` (a direct run's own front) or the arena, its page-map entries from the arena.
-    /// Links it last and counts its pages.
-    pub(super) fn install(
-        &mut self,
-        base: usize,
-        pages: usize,
-        local: Option<(usize, usize)>,
-    ) -> Option<*mut Extent> {
+    /// Make `[base, base + pages)` (inside a run) a shared extent: its record, bitmaps and
+    /// page-map entries come from the arena. Links it last and counts its pages.
+    pub(super) fn install(&mut self, base: usize, pages: usize) -> Option<*mut Extent> {
         let words = pages.div_ceil(WORD_BITS);
-        let (mut cur, end) = local.unwrap_or((self.st.arena, self.st.arena_end));
+        let (mut cur, end) = (self.st.arena, self.st.arena_end);
         let ext = bump_alloc(&mut cur, end, size_of::<Extent>(), align_of::<Extent>())?;
-        debug_assert!(local.is_none_or(|(start, _)| ext.as_ptr() as usize == start));
         let bitmaps = if S::ZERO_FILLED { 2 * words } else { words };
         let bitmap = bump_alloc(
             &mut cur,
@@ -119,9 +112,7 @@ impl<S: PageSource> Locked<'_, S> {
             bitmaps * size_of::<usize>(),
             align_of::<usize>(),
         )?;
-        if local.is_none() {
-            self.st.arena = cur;
-        }
+        self.st.arena = cur;
         let map = self.map;
         // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
         let registered = unsafe {
@@ -148,7 +139,10 @@ impl<S: PageSource> Locked<'_, S> {
                 hint: 0,
                 next: ptr::null_mut(),
                 has_clean: S::ZERO_FILLED,
-                direct: local.is_some(),
+                direct: false,
+                run_base: 0,
+                run_len: 0,
+                slack: 0,
             });
             // Fresh memory from a zero-filling source is clean.
             (*ext).set_clean(0, pages, true);
@@ -166,52 +160,98 @@ impl<S: PageSource> Locked<'_, S> {
         Some(ext)
     }
 
-    /// A direct run for a span of `pages` pages aligned to `align`: the run's first page(s)
-    /// hold the extent's record and bitmaps, the span takes the rest. Returns the span's start.
+    /// A direct run for a span of `pages` pages aligned to `align`: the span is the whole
+    /// extent, whose record comes from the metadata arena (or the spare extent records) and
+    /// which has no bitmap; the page map gets an entry for its first page only. The metadata
+    /// is therefore the same few words whatever the span's length. Returns the span's start.
     pub(super) fn alloc_direct(&mut self, pages: usize, align: usize) -> Option<usize> {
         let (page, shift) = (self.geom.page_size(), self.geom.page_shift);
-        let span_pages = pages.checked_add((align >> shift).saturating_sub(1))?;
-        let local = Self::extent_meta(span_pages).div_ceil(page);
-        let bytes = span_pages.checked_add(local)?.checked_mul(page)?;
-        let run = self.st.source.grow_direct(bytes, page)?;
-        let run_start = run.base.as_ptr() as usize;
-        debug_assert!(run.len >= bytes && run_start % page == 0);
-        let base = run_start + local * page;
-        let ext_pages = (run.len >> shift) - local;
-        let need = self.map.meta_need(base, ext_pages, shift);
-        let room = need <= self.st.arena_end - self.st.arena || {
-            need != usize::MAX && self.refill_arena(need)
+        let bytes = pages.checked_mul(page)?;
+        let align = align.max(page);
+        let run = self.st.source.grow_direct(bytes, align)?;
+        let base = run.base.as_ptr() as usize;
+        let need = self.map.meta_need(base, 1, shift);
+        let record = if self.st.spare_ext.is_null() {
+            size_of::<Extent>() + align_of::<Extent>()
+        } else {
+            0
+        };
+        let fits = run.len >= bytes && base % align == 0 && need != usize::MAX;
+        let room = fits && {
+            let total = need + record;
+            total <= self.st.arena_end - self.st.arena || self.refill_arena(total)
         };
         let ext = if room {
-            self.install(base, ext_pages, Some((run_start, base)))
+            self.install_direct(run, pages)
         } else {
             None
         };
-        let Some(ext) = ext else {
+        if ext.is_none() {
             // SAFETY: the run came from `grow_direct` and holds nothing of the heap's.
             unsafe { self.st.source.release(run) };
             return None;
-        };
+        }
         self.stats.grows.fetch_add(1, Ordering::Relaxed);
         self.stats
             .source_bytes
             .fetch_add(run.len, Ordering::Relaxed);
         self.stats
             .meta_bytes
-            .fetch_add(local * page, Ordering::Relaxed);
+            .fetch_add(run.len - bytes, Ordering::Relaxed);
         self.stats.direct_runs.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the extent was just installed; we hold the lock.
-        let e = unsafe { &mut *ext };
-        match e.find(pages, align, shift) {
-            Some(i) => {
-                self.st.last_zeroed = self.use_pages(e, i, pages);
-                Some(e.base + (i << shift))
-            }
-            None => {
-                self.release_direct(ext);
-                None
+        self.st.last_zeroed = S::ZERO_FILLED;
+        Some(base)
+    }
+
+    /// Make `run` a direct extent of `pages` used pages (its first `pages` pages), with a
+    /// record from the spare list or the arena and a page-map entry for its first page.
+    fn install_direct(&mut self, run: Run, pages: usize) -> Option<*mut Extent> {
+        let base = run.base.as_ptr() as usize;
+        let ext = match NonNull::new(self.st.spare_ext) {
+            Some(e) => e.as_ptr(),
+            None => self
+                .arena_alloc(size_of::<Extent>(), align_of::<Extent>())?
+                .as_ptr()
+                .cast::<Extent>(),
+        };
+        let map = self.map;
+        // SAFETY: under the page-heap lock; the run is new and overlaps no covered run.
+        let registered = unsafe {
+            map.register(base, 1, self.geom.page_shift, &mut |size, align| {
+                self.arena_alloc(size, align)
+            })
+        };
+        if !registered {
+            return None;
+        }
+        if ext == self.st.spare_ext {
+            // SAFETY: spare extent records are valid records linked through `next`.
+            self.st.spare_ext = unsafe { (*ext).next };
+        }
+        // SAFETY: `ext` is an aligned extent record nobody else uses (fresh from the arena,
+        // or just taken off the spare list).
+        unsafe {
+            ext.write(Extent {
+                base,
+                pages,
+                bitmap: ptr::null_mut(),
+                free_count: 0,
+                hint: 0,
+                next: ptr::null_mut(),
+                has_clean: false,
+                direct: true,
+                run_base: base,
+                run_len: run.len,
+                slack: run.len - (pages << self.geom.page_shift),
+            });
+            match self.st.last.as_mut() {
+                Some(last) => last.next = ext,
+                None => self.st.extents = ext,
             }
         }
+        self.st.last = ext;
+        self.stats.pages.fetch_add(pages, Ordering::Relaxed);
+        Some(ext)
     }
 
     /// Point the arena at `bytes` (or more) of fresh metadata pages taken from an extent,

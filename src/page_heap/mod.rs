@@ -19,9 +19,17 @@
 //! each discarded page costs a page fault when it is used again.
 //!
 //! Spans of at least the source's [`direct_threshold`](PageSource::direct_threshold) get a
-//! run of their own ([`grow_direct`](PageSource::grow_direct), mmap): a *direct* extent whose
-//! record and bitmaps sit in its own first page(s), which no other span shares, and which is
-//! given back whole ([`release`](PageSource::release), munmap) when its span is freed.
+//! run of their own ([`grow_direct`](PageSource::grow_direct), mmap): a *direct* extent,
+//! which no other span shares and which is given back whole ([`release`](PageSource::release),
+//! munmap) when its span is freed. Its metadata does not grow with its length: an extent
+//! record from the arena (recycled through a spare list), no bitmap (its one span covers it),
+//! and one page-map entry, for its first page, which is the pointer the free path is given.
+//! An interior pointer of a direct span therefore finds no entry and is reported as foreign.
+//! Shrinking a direct span in place discards its tail; growing one in place fails (the
+//! caller copies).
+//!
+//! A request larger than the source could ever give ([`max_request`](PageSource::max_request),
+//! asked once and cached) fails before the lock is taken and before anything is reserved.
 //!
 //! Everything here runs under the page-heap lock.
 
@@ -39,7 +47,7 @@ use crate::page_map::{PageMap, PageRef};
 use crate::page_source::PageSource;
 use crate::span::{Span, CLASS_LARGE};
 pub(crate) use crate::stats::PageStats;
-use crate::sync::Ordering;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Page size and growth step, fixed when the heap is built.
 #[derive(Clone, Copy)]
@@ -63,6 +71,8 @@ pub(crate) struct PageHeap<S: PageSource, R: RawMutex> {
     pub(crate) map: S::Map,
     pub(crate) stats: PageStats,
     pub(crate) geom: Geometry,
+    /// The source's [`max_request`](PageSource::max_request), once asked (0: not yet).
+    max_request: AtomicUsize,
 }
 
 /// What the page-heap lock guards.
@@ -75,6 +85,8 @@ pub(crate) struct PageState<S> {
     arena_end: usize,
     /// Span records not in use.
     spare: *mut Span,
+    /// Extent records of released direct runs, linked through `next`, for the next ones.
+    spare_ext: *mut Extent,
     /// Whether the pages of the last span handed out were all known zero (clean).
     last_zeroed: bool,
 }
@@ -119,12 +131,14 @@ impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
                     arena: 0,
                     arena_end: 0,
                     spare: ptr::null_mut(),
+                    spare_ext: ptr::null_mut(),
                     last_zeroed: false,
                 },
             ),
             map: S::Map::EMPTY,
             stats: PageStats::new(),
             geom,
+            max_request: AtomicUsize::new(0),
         }
     }
 
@@ -137,6 +151,21 @@ impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
             stats: &self.stats,
             geom: self.geom,
         })
+    }
+
+    /// The most bytes one request may take from the source (span, alignment slack), from
+    /// [`PageSource::max_request`]: asked under the lock the first time, then read without
+    /// it.
+    #[inline]
+    pub(crate) fn max_request(&self) -> usize {
+        match self.max_request.load(Ordering::Relaxed) {
+            0 => {
+                let m = self.with_source(|s| s.max_request()).max(1);
+                self.max_request.store(m, Ordering::Relaxed);
+                m
+            }
+            m => m,
+        }
     }
 
     /// Run `f` on the page source, under the lock.

@@ -5,12 +5,14 @@ use core::ptr::{self, NonNull};
 
 use super::extent::Extent;
 use super::Locked;
+use crate::page_map::PageMap;
 use crate::page_source::{PageSource, Run};
 use crate::sync::Ordering;
 
 impl<S: PageSource> Locked<'_, S> {
-    /// Unlink a wholly free direct extent and give its run back to the source (it stays if
-    /// the source will not take it).
+    /// Unlink a direct extent whose span was just freed and give its run back to the source,
+    /// with its page-map entry and its record (onto the spare list). If the source will not
+    /// take the run, the extent stays linked, wholly free (and idle), and is never used again.
     pub(super) fn release_direct(&mut self, ext: *mut Extent) {
         let mut prev: *mut Extent = ptr::null_mut();
         let mut e = self.st.extents;
@@ -22,17 +24,22 @@ impl<S: PageSource> Locked<'_, S> {
         if e.is_null() {
             return;
         }
-        // SAFETY: `ext` is linked, so valid; it is read before its run is released.
-        let (pages, idle, run, next) = unsafe {
+        // SAFETY: `ext` is linked, so valid.
+        let (base, pages, slack, run, next) = unsafe {
             let x = &*ext;
-            debug_assert!(x.direct && x.free_count == x.pages);
-            (
-                x.pages,
-                x.idle_pages(),
-                x.direct_run(self.geom.page_shift),
-                x.next,
-            )
+            debug_assert!(x.direct && x.free_count == 0);
+            (x.base, x.pages, x.slack, x.direct_run(), x.next)
         };
+        let shift = self.geom.page_shift;
+        // SAFETY: the extent's span is gone: nothing of the heap's lives in its run (its
+        // record and page-map entry are in the arena).
+        if !run.is_some_and(|r| unsafe { self.st.source.release(r) }) {
+            // SAFETY: as above; the run was not released.
+            unsafe { (*ext).free_count = pages };
+            self.stats.free_pages.fetch_add(pages, Ordering::Relaxed);
+            self.stats.idle_pages.fetch_add(pages, Ordering::Relaxed);
+            return;
+        }
         let Some(run) = run else { return };
         // SAFETY: `prev` is null or a linked record.
         match unsafe { prev.as_mut() } {
@@ -42,28 +49,27 @@ impl<S: PageSource> Locked<'_, S> {
         if self.st.last == ext {
             self.st.last = prev;
         }
-        // SAFETY: the extent is unlinked and wholly free: nothing of the heap's lives in its
-        // run but its own record, which is no longer reachable.
-        if !unsafe { self.st.source.release(run) } {
-            // Keep it: link it back last.
-            // SAFETY: the record is still valid, the run was not released.
-            unsafe {
-                (*ext).next = ptr::null_mut();
-                match self.st.last.as_mut() {
-                    Some(last) => last.next = ext,
-                    None => self.st.extents = ext,
+        // SAFETY: the record is unlinked and nothing refers to it any more.
+        unsafe { (*ext).next = self.st.spare_ext };
+        self.st.spare_ext = ext;
+        let (map, source) = (self.map, &mut self.st.source);
+        // SAFETY: under the page-heap lock; `[base, base + 1 page)` is what `install_direct`
+        // registered, and its entry says freed. A range the map asks to discard is metadata
+        // of this heap (arena memory, so inside one of this source's runs) describing no page
+        // in use; after `discard` it reads as zero, an empty entry, and stays mapped.
+        unsafe {
+            map.unregister(base, 1, shift, &mut |addr, len| {
+                if let Some(base) = NonNull::new(addr as *mut u8) {
+                    // SAFETY: as above.
+                    source.discard(Run { base, len });
                 }
-            }
-            self.st.last = ext;
-            return;
-        }
+            })
+        };
         let st = self.stats;
         st.pages.fetch_sub(pages, Ordering::Relaxed);
-        st.free_pages.fetch_sub(pages, Ordering::Relaxed);
-        st.idle_pages.fetch_sub(idle, Ordering::Relaxed);
-        st.source_bytes.fetch_sub(run.len, Ordering::Relaxed);
-        st.meta_bytes
-            .fetch_sub(run.len - (pages << self.geom.page_shift), Ordering::Relaxed);
+        st.source_bytes
+            .fetch_sub((pages << shift) + slack, Ordering::Relaxed);
+        st.meta_bytes.fetch_sub(slack, Ordering::Relaxed);
         st.released_bytes.fetch_add(run.len, Ordering::Relaxed);
         st.direct_runs.fetch_sub(1, Ordering::Relaxed);
     }
@@ -91,7 +97,7 @@ impl<S: PageSource> Locked<'_, S> {
         let mut e = self.st.extents;
         // SAFETY: extent records are valid while linked; we hold the lock.
         while let Some(ext) = unsafe { e.as_mut() } {
-            let mut i = 0;
+            let mut i = if ext.direct { ext.pages } else { 0 };
             loop {
                 if self.stats.idle_pages.load(Ordering::Relaxed) << shift <= keep {
                     return done;

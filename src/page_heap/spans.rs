@@ -6,7 +6,7 @@ use core::ptr;
 use super::extent::Extent;
 use super::Locked;
 use crate::page_map::PageMap;
-use crate::page_source::PageSource;
+use crate::page_source::{PageSource, Run};
 use crate::span::{Span, SpanFlags, CLASS_FREED, CLASS_LARGE};
 use crate::sync::Ordering;
 
@@ -77,7 +77,12 @@ impl<S: PageSource> Locked<'_, S> {
         let direct = pages
             .checked_mul(self.geom.page_size())
             .is_some_and(|b| b >= self.st.source.direct_threshold());
-        let start = match direct.then(|| self.alloc_direct(pages, align)).flatten() {
+        let direct_start = if direct {
+            self.alloc_direct(pages, align)
+        } else {
+            None
+        };
+        let start = match direct_start {
             Some(s) => Some(s),
             None => match self.take_pages(pages, align) {
                 Some(s) => Some(s),
@@ -101,7 +106,9 @@ impl<S: PageSource> Locked<'_, S> {
         // SAFETY: `rec` is an exclusively owned record.
         unsafe { rec.write(span) };
         let tag = if class == 0 { CLASS_LARGE } else { class };
-        self.set_map(start, pages, tag, rec);
+        // A direct span is described by its first page alone.
+        let mapped = if direct_start.is_some() { 1 } else { pages };
+        self.set_map(start, mapped, tag, rec);
         self.stats.spans_allocated.fetch_add(1, Ordering::Relaxed);
         self.stats.span_pages.fetch_add(pages, Ordering::Relaxed);
         Some(rec)
@@ -126,16 +133,21 @@ impl<S: PageSource> Locked<'_, S> {
     pub(crate) unsafe fn free_span(&mut self, span: *mut Span) {
         // SAFETY: the caller guarantees a live record.
         let (start, pages) = unsafe { ((*span).start, (*span).pages) };
-        self.set_map(start, pages, CLASS_FREED, ptr::null_mut());
         let ext = self.extent_ptr(start, self.geom.page_shift);
         // SAFETY: null or a linked extent record; we hold the lock.
-        let direct = match unsafe { ext.as_mut() } {
-            Some(e) => {
+        let direct = unsafe { ext.as_ref() }.is_some_and(|e| e.direct);
+        self.set_map(
+            start,
+            if direct { 1 } else { pages },
+            CLASS_FREED,
+            ptr::null_mut(),
+        );
+        if !direct {
+            // SAFETY: as above.
+            if let Some(e) = unsafe { ext.as_mut() } {
                 self.mark_free(e, (start - e.base) >> self.geom.page_shift, pages);
-                e.direct && e.free_count == e.pages
             }
-            None => false,
-        };
+        }
         self.stats.spans_freed.fetch_add(1, Ordering::Relaxed);
         self.stats.span_pages.fetch_sub(pages, Ordering::Relaxed);
         // SAFETY: the record is no longer referenced by the page map.
@@ -160,20 +172,36 @@ impl<S: PageSource> Locked<'_, S> {
         if n == 0 {
             return;
         }
-        self.set_map(tail, n, CLASS_FREED, ptr::null_mut());
+        let ext = self.extent_ptr(tail, self.geom.page_shift);
         s.pages = new_pages;
         self.stats.span_pages.fetch_sub(n, Ordering::Relaxed);
-        let ext = self.extent_ptr(tail, self.geom.page_shift);
         // SAFETY: null or a linked extent record; we hold the lock.
-        if let Some(e) = unsafe { ext.as_mut() } {
-            let i = (tail - e.base) >> self.geom.page_shift;
-            self.mark_free(e, i, n);
-            if e.direct {
-                // No other span can use a direct run's pages: let them go now.
-                self.discard_run(e, i, n);
-                return;
+        let Some(e) = (unsafe { ext.as_mut() }) else {
+            return;
+        };
+        if e.direct {
+            // The tail leaves the extent (it had no page-map entries) and goes back to the
+            // source's care; the run is released whole with the span.
+            e.pages = new_pages;
+            self.stats.pages.fetch_sub(n, Ordering::Relaxed);
+            let bytes = n << self.geom.page_shift;
+            let range =
+                core::ptr::NonNull::new(tail as *mut u8).map(|base| Run { base, len: bytes });
+            // SAFETY: the tail lies in the direct run and no span uses it any more.
+            if range.is_some_and(|r| unsafe { self.st.source.discard(r) }) {
+                self.stats.source_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.stats
+                    .discarded_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
+                self.stats.discards.fetch_add(1, Ordering::Relaxed);
+            } else {
+                e.slack += bytes;
+                self.stats.meta_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
+            return;
         }
+        self.set_map(tail, n, CLASS_FREED, ptr::null_mut());
+        self.mark_free(e, (tail - e.base) >> self.geom.page_shift, n);
         self.maybe_discard();
     }
 
@@ -190,6 +218,10 @@ impl<S: PageSource> Locked<'_, S> {
         let Some(ext) = (unsafe { self.extent_ptr(s.start, self.geom.page_shift).as_mut() }) else {
             return false;
         };
+        if ext.direct {
+            // A direct run ends with its span: the caller moves the object instead.
+            return false;
+        }
         let i = (end - ext.base) >> self.geom.page_shift;
         if i + n > ext.pages || ext.next_with(i, true) < i + n {
             return false;

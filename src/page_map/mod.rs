@@ -79,6 +79,25 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
         meta: &mut dyn FnMut(usize, usize) -> Option<NonNull<u8>>,
     ) -> bool;
 
+    /// Stop covering `[base, base + pages << page_shift)`, which [`register`](Self::register)
+    /// covered and whose entries all say free or never used. The map may hand `discard`
+    /// page-aligned ranges `(addr, len)` of its own metadata that now describe nothing; they
+    /// may be discarded (contents lost, reading as zero afterwards) but stay mapped, because
+    /// a lock-free reader may still look at them. The default keeps everything.
+    ///
+    /// # Safety
+    /// Must be called under the page-heap lock, once per registration of the range.
+    #[doc(hidden)]
+    unsafe fn unregister(
+        &self,
+        base: usize,
+        pages: usize,
+        page_shift: u32,
+        discard: &mut dyn FnMut(usize, usize),
+    ) {
+        let _ = (base, pages, page_shift, discard);
+    }
+
     /// The entries of the page holding `addr`, or `None` if no covered run holds it.
     #[doc(hidden)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>>;
@@ -259,6 +278,9 @@ const LEAF_LEN: usize = 1 << LEAF_BITS;
 struct Leaf {
     classes: [AtomicU8; LEAF_LEN],
     spans: [AtomicPtr<Span>; LEAF_LEN],
+    /// Registrations that cover some page of the leaf (written under the page-heap lock).
+    /// When the last goes, the entry arrays describe nothing and their pages are discarded.
+    users: AtomicUsize,
     /// Live bits of the bytes the leaf covers (checked builds).
     #[cfg(feature = "checked")]
     live: AtomicPtr<AtomicUsize>,
@@ -326,7 +348,10 @@ use core::mem::{align_of, size_of};
 /// 4096 pages (16 MiB) with 36 KiB of entries (plus 256 KiB of live bits in checked builds).
 /// Nodes are taken from the page heap's metadata as runs are registered, the root on the
 /// first one, so an unused map is two words. Nodes are never freed: a lock-free reader may
-/// hold any of them.
+/// hold any of them. A leaf counts the registrations that cover it; when a direct run goes
+/// and its leaf is left covering nothing, the leaf's entry pages are discarded (they read as
+/// zero, an empty leaf, and cost no memory until a run at that address registers again and
+/// the same leaf is reused).
 #[cfg(target_pointer_width = "64")]
 pub struct RadixMap {
     root: AtomicPtr<Root>,
@@ -446,11 +471,12 @@ impl PageMap for RadixMap {
             }
             // SAFETY: the index is masked below `mid_len`.
             let leaf_slot = unsafe { &*mid.add((a >> sh.leaf_shift) & (sh.mid_len - 1)) };
-            if leaf_slot.load(Ordering::Relaxed).is_null() {
-                let Some(leaf) = meta(size_of::<Leaf>(), align_of::<Leaf>()) else {
+            let mut leaf = leaf_slot.load(Ordering::Relaxed);
+            if leaf.is_null() {
+                let Some(got) = meta(size_of::<Leaf>(), align_of::<Leaf>()) else {
                     return false;
                 };
-                let leaf = leaf.as_ptr().cast::<Leaf>();
+                let new = got.as_ptr().cast::<Leaf>();
                 #[cfg(feature = "checked")]
                 {
                     let words = live_words(1 << sh.leaf_shift);
@@ -459,16 +485,66 @@ impl PageMap for RadixMap {
                     else {
                         return false;
                     };
-                    // SAFETY: `leaf` is fresh, zeroed, exclusively owned memory for a `Leaf`.
-                    unsafe { (*leaf).live.store(live.as_ptr().cast(), Ordering::Relaxed) };
+                    // SAFETY: `new` is fresh, zeroed, exclusively owned memory for a `Leaf`.
+                    unsafe { (*new).live.store(live.as_ptr().cast(), Ordering::Relaxed) };
                 }
                 // Publishes the zeroed leaf (and its live-bit pointer) to lock-free readers.
-                leaf_slot.store(leaf, Ordering::Release);
+                leaf_slot.store(new, Ordering::Release);
                 self.leaves.fetch_add(1, Ordering::Relaxed);
+                leaf = new;
             }
+            // SAFETY: a published leaf stays valid for the map's life.
+            unsafe { (*leaf).users.fetch_add(1, Ordering::Relaxed) };
             a += 1 << sh.leaf_shift;
         }
         true
+    }
+
+    unsafe fn unregister(
+        &self,
+        base: usize,
+        pages: usize,
+        page_shift: u32,
+        discard: &mut dyn FnMut(usize, usize),
+    ) {
+        let sh = Shape::of(page_shift);
+        let page = 1usize << page_shift;
+        let Some(end) = pages.checked_mul(page).and_then(|b| base.checked_add(b)) else {
+            return;
+        };
+        // Discard the whole pages inside `[lo, hi)`.
+        let mut inside = |lo: usize, hi: usize| {
+            let (lo, hi) = (lo.next_multiple_of(page), hi & !(page - 1));
+            if hi > lo {
+                discard(lo, hi - lo);
+            }
+        };
+        let mut a = base >> sh.leaf_shift << sh.leaf_shift;
+        while a < end {
+            if let Some((leaf, _, _)) = self.leaf_of(a, page_shift) {
+                let users = leaf.users.load(Ordering::Relaxed);
+                debug_assert!(users > 0, "unregistering a range not registered");
+                leaf.users.store(users.saturating_sub(1), Ordering::Relaxed);
+                if users == 1 {
+                    // SAFETY (of discarding): no registered run has a page in this leaf, so
+                    // no live object does, and a reader on a legitimate free never looks at
+                    // it. A reader with a stale or foreign pointer may: it reads the old
+                    // entries (free or never used) or zeros (never used), both of which it
+                    // reports, because the memory stays mapped; the leaf is never freed, so
+                    // a run registered here later reuses it. `users` and `live` lie outside
+                    // the discarded range.
+                    let start = leaf as *const Leaf as usize;
+                    inside(start, &leaf.users as *const AtomicUsize as usize);
+                    #[cfg(feature = "checked")]
+                    {
+                        let live = leaf.live.load(Ordering::Relaxed) as usize;
+                        let bytes = live_words(1 << sh.leaf_shift) * size_of::<AtomicUsize>();
+                        inside(live, live + bytes);
+                    }
+                }
+            }
+            a += 1 << sh.leaf_shift;
+        }
     }
 
     #[inline(always)]

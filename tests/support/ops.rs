@@ -414,6 +414,10 @@ impl<S: Source> Harness<S> {
                         );
                     }
                 }
+                assert!(
+                    p.is_null() || size < HUGE[0],
+                    "a request of {size:#x} bytes succeeded"
+                );
                 if p.is_null() {
                     self.nulls += 1;
                 } else {
@@ -439,6 +443,11 @@ impl<S: Source> Harness<S> {
                 }
             }
             Op::Realloc { idx, new_size } => {
+                if new_size > isize::MAX as usize - (MAX_ALIGN_SHIFT as usize) {
+                    // `reallocate` requires a size that fits `isize` (a `Layout` could not
+                    // even describe it); what the heap does with one is in `Alloc`.
+                    return;
+                }
                 let Some((a, l)) = self.take(idx) else { return };
                 let p = a as *mut u8;
                 // SAFETY: a live allocation of `l.size` bytes with this layout.
@@ -600,13 +609,17 @@ pub fn decode(data: &[u8]) -> (usize, Vec<Op>) {
     (cfg as usize, ops)
 }
 
+/// Requests no source can meet: 16 TiB, 64 TiB, above `isize::MAX`, near `usize::MAX`.
+pub const HUGE: [usize; 4] = [1 << 44, 1 << 46, isize::MAX as usize + 1, usize::MAX - 4096];
+
 /// A size from two bytes: the top bits of `a` pick a range, the rest a size in it.
 fn size_from(a: u8, b: u8) -> usize {
     let v = (a as usize & 0x3f) << 8 | b as usize;
     match a >> 6 {
-        0 => v % 129,          // tiny, including 0
-        1 => v % 2049,         // small classes
-        2 => v % 40_001,       // large classes and small spans
-        _ => v * 37 % 600_001, // page spans up to ~600 KB
+        0 => v % 129,                            // tiny, including 0
+        1 => v % 2049,                           // small classes
+        2 => v % 40_001,                         // large classes and small spans
+        _ if b >= 252 => HUGE[b as usize - 252], // impossible
+        _ => v * 37 % 600_001,                   // page spans up to ~600 KB
     }
 }

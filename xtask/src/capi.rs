@@ -468,6 +468,25 @@ fn test_threads(root: &Path, lib: &Path, scratch: &Path, tag: &str) -> Result<St
     Ok(String::from_utf8_lossy(&pre.stdout).trim().to_string())
 }
 
+/// Impossible and huge requests (`hostile.c`): the same results as glibc (stdout), fast and
+/// without resident memory (checked by the program); the measurements it prints on stderr.
+fn test_hostile(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
+    let exe = compile(root, scratch, "hostile.c")?;
+    let (plain, pre) =
+        same_with_preload(&exe, lib, scratch, "hostile", &[], Duration::from_secs(60))?;
+    let lines = |r: &Ran| {
+        String::from_utf8_lossy(&r.stderr)
+            .lines()
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Ok(format!(
+        "cpuheap: {}; glibc: {}",
+        lines(&pre),
+        lines(&plain)
+    ))
+}
+
 fn test_fork(root: &Path, lib: &Path, scratch: &Path) -> Result<String, String> {
     let exe = compile(root, scratch, "fork.c")?;
     let mut cmd = Command::new(exe);
@@ -602,6 +621,10 @@ pub fn run() -> Result<(usize, usize), String> {
     t.record(
         "cross-thread frees (threads.c): same output with and without LD_PRELOAD",
         test_threads(&root, &lib, &scratch, "threads"),
+    );
+    t.record(
+        "impossible and huge requests (hostile.c): glibc's results, fast, no RSS",
+        test_hostile(&root, &lib, &scratch),
     );
     t.record(
         "fork in a multi-threaded program (fork.c, preloaded)",
