@@ -4,8 +4,9 @@
 //! error and that the child died by `SIGABRT`, not by a clean exit or a panic.
 //!
 //! Foreign pointers, interior pointers of page spans and double frees of page spans are
-//! detected in every build; double frees and interior pointers of small objects and size
-//! class mismatches need `--features checked` (without it those scenarios are skipped, and
+//! detected in every build, and so is a small object freed twice in a row; interior
+//! pointers of small objects need `--features misuse-checks` or `checked`; other double
+//! frees of small objects and size class mismatches need `--features checked` (without it those scenarios are skipped, and
 //! `checked_scenarios_need_the_checked_feature` says so).
 
 use std::alloc::Layout;
@@ -177,7 +178,6 @@ fn death_interior_pointer_of_a_page_span() {
     dies_with("interior_large", "interior pointer");
 }
 
-#[cfg(feature = "checked")]
 #[test]
 fn death_double_free_of_a_small_object() {
     dies_with("double_free_small", "double free");
@@ -189,7 +189,7 @@ fn death_realloc_of_a_freed_object() {
     dies_with("realloc_after_free", "double free");
 }
 
-#[cfg(feature = "checked")]
+#[cfg(any(feature = "checked", feature = "misuse-checks"))]
 #[test]
 fn death_interior_pointer_of_a_small_object() {
     dies_with("interior_small", "interior pointer");

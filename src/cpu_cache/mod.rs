@@ -33,7 +33,7 @@ use lock_api::RawMutex;
 
 use crate::central_cache::{CentralCache, Chain};
 use crate::page_source::PageSource;
-use crate::platform::Platform;
+use crate::platform::{Fault, FaultKind, Platform};
 use crate::size_class::{batch_objects, class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::stats::{add_owned, SharedStats};
@@ -160,6 +160,12 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     pub(crate) unsafe fn free(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
         if let Some(g) = self.enter(cpu) {
             let list = &mut g.cache().lists[class];
+            // The cheapest misuse check, in every build: the object freed just before is
+            // freed again (glibc's tcache catches the same). Reported outside the slot.
+            if list.head == obj {
+                drop(g);
+                self.double_free(obj);
+            }
             // SAFETY: we hold the slot; the object is free and of this class.
             unsafe { list.push(obj) };
             count_op(&g, class_size(class), false);
@@ -170,6 +176,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         }
         // SAFETY: the caller's guarantee.
         unsafe { self.free_fallback(obj, class) }
+    }
+
+    /// The fault of an object freed twice in a row.
+    #[cold]
+    fn double_free(&self, obj: *mut FreeObj) -> ! {
+        self.platform
+            .fatal(&Fault::new(FaultKind::DoubleFree, obj as usize))
     }
 
     // ----- refill and flush -------------------------------------------------------------

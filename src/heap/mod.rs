@@ -222,6 +222,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             }
             #[cfg(not(feature = "checked"))]
             let _ = layout;
+            #[cfg(all(feature = "misuse-checks", not(feature = "checked")))]
+            self.check_boundary(addr, tag as usize);
             // SAFETY: the page map says the object is of this class; the caller says it is
             // no longer in use.
             unsafe {
@@ -247,6 +249,24 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[cold]
     fn fault(&self, kind: FaultKind, addr: usize) -> ! {
         self.cpu.platform.fatal(&Fault::new(kind, addr))
+    }
+
+    /// Feature `misuse-checks`: a pointer into the middle of a small object is reported, not
+    /// filed as a free object that overlaps a live one. (The `checked` feature does this and
+    /// more.)
+    #[cfg(all(feature = "misuse-checks", not(feature = "checked")))]
+    #[inline]
+    fn check_boundary(&self, addr: usize, class: usize) {
+        if let Some(pr) = self.map().page(addr, self.page_shift) {
+            let span = pr.span.load(Ordering::Relaxed);
+            // SAFETY: a page tagged with a size class points at its live span record.
+            let start = unsafe { (*span).start };
+            if (addr - start) % class_size(class) != 0 {
+                let mut f = Fault::new(FaultKind::InteriorPointer, addr);
+                f.object_size = class_size(class);
+                self.cpu.platform.fatal(&f);
+            }
+        }
     }
 
     // ----- realloc ----------------------------------------------------------------------

@@ -644,6 +644,14 @@ pub fn run() -> Result<(usize, usize), String> {
             "not allocated by this heap",
         ),
     );
+    t.record(
+        "double free of a small object aborts with a message (misuse.c)",
+        test_misuse(&root, &lib, &scratch, "double", "double free"),
+    );
+    t.record(
+        "interior pointer of a small object aborts with a message (misuse.c)",
+        test_misuse(&root, &lib, &scratch, "interior", "interior pointer"),
+    );
     match build_checked(&root) {
         Ok(checked) => {
             t.record(

@@ -1,6 +1,7 @@
 /* Misuse that cpuheap must catch: `misuse foreign` frees a pointer the heap never handed
- * out (caught in every build); `misuse double` and `misuse interior` free an object twice
- * or free a pointer into its middle (caught by the checked build). Each must abort with a
+ * out; `misuse double` frees an object twice in a row and `misuse interior` frees a pointer
+ * into its middle (caught by the normal library, which has `misuse-checks`, as by glibc's
+ * normal build; the checked build catches any double free). Each must abort with a
  * message naming the fault; reaching the end exits 0, which the runner counts as a miss. */
 #include <stdio.h>
 #include <stdlib.h>

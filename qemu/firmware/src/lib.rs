@@ -10,7 +10,7 @@
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use cpuheap::{Config, CriticalSectionRawMutex, Fault, FaultKind, Heap, SingleCpu, StaticRegion};
+use cpuheap::{Config, CriticalSectionRawMutex, Fault, FaultKind, Heap, SingleCore, StaticRegion};
 
 // Link the runtime (vector table, reset handler, `link.x`) and the single-core
 // critical-section implementation (interrupt masking) into every test binary.
@@ -22,12 +22,14 @@ pub use semihosting::println;
 
 /// The heap type of this firmware: up to two static regions, one CPU, locks that mask
 /// interrupts (so interrupt handlers may allocate), one CPU slot.
-pub type FirmwareHeap = Heap<StaticRegion<2>, SingleCpu, CriticalSectionRawMutex, 1>;
+pub type FirmwareHeap = Heap<StaticRegion<2>, SingleCore, CriticalSectionRawMutex, 1>;
 
 /// The global allocator.
 #[global_allocator]
 pub static HEAP: FirmwareHeap =
-    Heap::new(StaticRegion::new(), SingleCpu::with_fatal_hook(fatal_hook), Config::small());
+    // SAFETY: these boards have one core; only the test and the interrupt handlers that
+    // interrupt it use the heap.
+    Heap::new(StaticRegion::new(), unsafe { SingleCore::with_fatal_hook(fatal_hook) }, Config::small());
 
 /// Bytes of the main heap region.
 #[cfg(board = "microbit")]

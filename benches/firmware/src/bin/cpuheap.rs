@@ -5,13 +5,14 @@
 
 extern crate alloc;
 
-use cpuheap::{Config, CriticalSectionRawMutex, Fault, Heap, SingleCpu, StaticRegion};
+use cpuheap::{Config, CriticalSectionRawMutex, Fault, Heap, SingleCore, StaticRegion};
 use cpuheap_firmware_bench::{finish, workload, Region};
 
 #[global_allocator]
-static HEAP: Heap<StaticRegion<1>, SingleCpu, CriticalSectionRawMutex, 1> = Heap::new(
+static HEAP: Heap<StaticRegion<1>, SingleCore, CriticalSectionRawMutex, 1> = Heap::new(
     StaticRegion::new(),
-    SingleCpu::with_fatal_hook(on_fatal),
+    // SAFETY: one core; only `main` and the interrupt handlers that interrupt it use the heap.
+    unsafe { SingleCore::with_fatal_hook(on_fatal) },
     Config::small(),
 );
 
