@@ -104,20 +104,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     semihosting::process::abort()
 }
 
-/// A small deterministic PRNG (xorshift32) for the tests' allocation patterns.
-pub struct Rng(pub u32);
-
-impl Rng {
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u32 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        x
-    }
-    pub fn below(&mut self, n: u32) -> u32 {
-        self.next() % n
-    }
-}
+/// The project's shared deterministic PRNG (`testkit/`).
+pub use cpuheap_testkit::Rng;

@@ -242,7 +242,7 @@ mod tests {
     fn statistics_read_back() {
         let s0 = HEAP.stats();
         assert_eq!(s0.in_use_bytes, 0);
-        let mut rng = Rng(0x2545_f491);
+        let mut rng = Rng::new(0x2545_f491);
         let (count, max) = if HEAP_BYTES < 16 * 1024 { (24, 120) } else { (64, 300) };
         let mut live: [(usize, usize); 64] = [(0, 0); 64];
         let live = &mut live[..count];

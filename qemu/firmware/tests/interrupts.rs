@@ -39,7 +39,7 @@ fn bump(c: &AtomicU32) {
 #[exception]
 fn SysTick() {
     static mut HELD: [(usize, usize); IRQ_SLOTS] = [(0, 0); IRQ_SLOTS];
-    static mut RNG: Rng = Rng(0x9e37_79b9);
+    static mut RNG: Rng = Rng::new(0x9e37_79b9);
     let tick = TICKS.load(Ordering::Relaxed);
     bump(&TICKS);
     let held: &mut [(usize, usize); IRQ_SLOTS] = HELD;
@@ -115,14 +115,14 @@ mod tests {
         core.SYST.enable_interrupt();
         core.SYST.enable_counter();
 
-        let mut rng = Rng(0x1234_5677);
+        let mut rng = Rng::new(0x1234_5677);
         let mut held: Vec<(usize, usize)> = Vec::with_capacity(slots);
         held.resize(slots, (0, 0));
         let mut iterations = 0u32;
         let mut nulls = 0u32;
         while (TICKS.load(Ordering::Relaxed) < want_ticks || iterations < 5_000) && iterations < 2_000_000 {
             iterations += 1;
-            let i = rng.below(slots as u32) as usize;
+            let i = rng.below(slots as u64) as usize;
             let (p, size) = held[i];
             if p != 0 {
                 // SAFETY: ours; check the pattern before freeing.

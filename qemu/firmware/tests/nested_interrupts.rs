@@ -107,7 +107,7 @@ mod nested {
         pub const fn new(seed: u32) -> Self {
             Held {
                 blocks: [(0, 0, 0); SLOTS],
-                rng: Rng(seed),
+                rng: Rng::new(seed as u64),
             }
         }
 
@@ -136,7 +136,7 @@ mod nested {
 
         /// Allocate into slot `i` (which must be empty) and fill it with `tag`.
         fn alloc(&mut self, i: usize, max: u32, tag: u8, c: &Counters) {
-            let size = 1 + self.rng.below(max) as usize;
+            let size = 1 + self.rng.below(max as u64) as usize;
             // SAFETY: nonzero size.
             let p = unsafe { HEAP.alloc(Self::layout(size)) };
             if p.is_null() {
@@ -247,7 +247,7 @@ mod tests {
         core.SYST.enable_counter();
 
         let slots = 48;
-        let mut rng = Rng(0x2468_ace1);
+        let mut rng = Rng::new(0x2468_ace1);
         let mut held: Vec<(usize, usize)> = Vec::with_capacity(slots);
         held.resize(slots, (0, 0));
         let mut iterations = 0u32;
@@ -255,7 +255,7 @@ mod tests {
             && iterations < 3_000_000
         {
             iterations += 1;
-            let i = rng.below(slots as u32) as usize;
+            let i = rng.below(slots as u64) as usize;
             let (p, size) = held[i];
             if p != 0 {
                 // SAFETY: ours; check the pattern before freeing.

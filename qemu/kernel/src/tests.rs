@@ -138,22 +138,11 @@ use core::hint::black_box;
 
 use crate::heap::HEAP;
 
-struct Rng(u64);
-impl Rng {
-    fn new(hart: usize, salt: u64) -> Self {
-        Rng(0x9e37_79b9_7f4a_7c15 ^ ((hart as u64 + 1) << 32) ^ salt)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+use cpuheap_testkit::Rng;
+
+/// A generator for `hart`'s stream number `salt`.
+fn rng_for(hart: usize, salt: u64) -> Rng {
+    Rng::new(((hart as u64 + 1) << 32) ^ salt)
 }
 
 /// Fill `size` bytes at `p` with a tag derived from `tag`.
@@ -227,7 +216,7 @@ fn collections(hart: usize) {
 const LIVE: usize = 64;
 
 fn concurrent_alloc_free(hart: usize) {
-    let mut rng = Rng::new(hart, 1);
+    let mut rng = rng_for(hart, 1);
     let mut live = [(0usize, 0usize); LIVE];
     for it in 0..20_000u32 {
         let i = rng.below(LIVE as u64) as usize;
@@ -311,7 +300,7 @@ fn cross_hart_frees(hart: usize) {
     let outbox = &RINGS[hart];
     let inbox = &RINGS[(hart + HARTS - 1) % HARTS];
     let from = (hart + HARTS - 1) % HARTS;
-    let mut rng = Rng::new(hart, 2);
+    let mut rng = rng_for(hart, 2);
     let mut sent = 0;
     let mut freed = 0;
     let free_one = |(p, size): (usize, usize)| {
