@@ -259,6 +259,11 @@ impl Stats {
                 .wrapping_sub(st.published.load(Ordering::Relaxed));
         }
         s.in_use_bytes = in_use;
+        // The slots publish on their slow paths only, so a peak reached between two of them
+        // is first seen here: record it, so that a later snapshot's peak is never lower.
+        if (in_use as isize) > 0 && in_use > shared.peak.load(Ordering::Relaxed) {
+            shared.peak.fetch_max(in_use, Ordering::Relaxed);
+        }
         s.peak_in_use_bytes = shared.peak.load(Ordering::Relaxed).max(in_use);
         s.allocs += shared.other_allocs.load(Ordering::Relaxed);
         s.frees += shared.other_frees.load(Ordering::Relaxed);

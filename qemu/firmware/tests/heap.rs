@@ -243,7 +243,9 @@ mod tests {
         let s0 = HEAP.stats();
         assert_eq!(s0.in_use_bytes, 0);
         let mut rng = Rng::new(0x2545_f491);
-        let (count, max) = if HEAP_BYTES < 16 * 1024 { (24, 120) } else { (64, 300) };
+        // The 6 KiB micro:bit heap holds one span per class in use; keep to few classes there
+        // (this test is about the statistics, not capacity).
+        let (count, max) = if HEAP_BYTES < 16 * 1024 { (16, 96) } else { (64, 300) };
         let mut live: [(usize, usize); 64] = [(0, 0); 64];
         let live = &mut live[..count];
         let mut requested = 0;
