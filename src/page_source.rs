@@ -66,6 +66,20 @@ pub unsafe trait PageSource: Send {
         None
     }
 
+    /// Resize a run that [`grow_direct`](Self::grow_direct) handed out to `new_len` bytes,
+    /// keeping its contents; it may move (`may_move`), to an address aligned at least to the
+    /// source's own page. Returns the run as it is now, or `None` (the run is unchanged).
+    /// With mmap this is `mremap`: a growing buffer is never copied byte by byte. `None` is
+    /// the default.
+    ///
+    /// # Safety
+    /// `run` must be a run from `grow_direct` not released since, exactly as handed out or
+    /// as this method last returned it.
+    unsafe fn resize_direct(&mut self, run: Run, new_len: usize, may_move: bool) -> Option<Run> {
+        let _ = (run, new_len, may_move);
+        None
+    }
+
     /// The most bytes one request may ever take from this source (the span and, for an
     /// alignment above the page size, the slack to align it). A larger request fails at
     /// once, before the heap reserves or writes anything for it. The heap asks once and

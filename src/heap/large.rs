@@ -85,30 +85,48 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             .record_other(false, pages << self.page_shift);
     }
 
-    /// Shrink or grow a large span in place.
-    pub(super) fn resize_large(&self, pr: &PageRef<'_>, addr: usize, new_size: usize) -> bool {
+    /// Shrink or grow a large span without copying: in place, or for a span with a direct run
+    /// of its own by remapping it (which may move it, if `align` allows). Returns the
+    /// object's address now, or `None` if the caller must move it.
+    pub(super) fn resize_large(
+        &self,
+        pr: &PageRef<'_>,
+        addr: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<*mut u8> {
         let span = pr.span.load(Ordering::Relaxed);
         // SAFETY: a page tagged large points at its live span record.
         let (start, pages) = unsafe { ((*span).start, (*span).pages) };
         if start != addr {
             self.fault(FaultKind::InteriorPointer, addr);
         }
-        let Some(new_pages) = new_size
+        let new_pages = new_size
             .checked_add(self.page_size() - 1)
-            .map(|b| (b >> self.page_shift).max(1))
-        else {
-            return false;
-        };
+            .map(|b| (b >> self.page_shift).max(1))?;
+        let mut at = addr;
         let delta = if new_pages == pages {
-            return true;
+            return Some(addr as *mut u8);
         } else if new_pages < pages {
             // SAFETY: a live large span, shrunk to at least one page.
             unsafe { self.pages().shrink_span(span, new_pages) };
             -(((pages - new_pages) << self.page_shift) as isize)
         } else {
-            // SAFETY: a live large span, grown.
-            if !unsafe { self.pages().extend_span(span, new_pages) } {
-                return false;
+            // SAFETY: a live large span, grown; its one object is the caller's, being
+            // reallocated, so it may move (the realloc contract hands out the new address).
+            let grown = unsafe { self.pages().extend_span(span, new_pages) }
+                || match unsafe {
+                    self.pages()
+                        .remap_direct(span, new_pages, align <= self.page_size())
+                } {
+                    Some(s) => {
+                        at = s;
+                        true
+                    }
+                    None => false,
+                };
+            if !grown {
+                return None;
             }
             ((new_pages - pages) << self.page_shift) as isize
         };
@@ -124,6 +142,6 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
         }
         self.cpu.shared.sync_in_use(delta);
-        true
+        Some(at as *mut u8)
     }
 }

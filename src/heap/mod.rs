@@ -301,9 +301,17 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         } else if tag == CLASS_LARGE {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
-            if new_class.is_none() && self.resize_large(&pr, addr, new_size) {
-                st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
-                return ptr;
+            if new_class.is_none() {
+                if let Some(p) = self.resize_large(&pr, addr, new_size, layout.align()) {
+                    // In place, or remapped without a copy.
+                    st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
+                    // A remapped run registered its new address with fresh live bits.
+                    #[cfg(feature = "checked")]
+                    if p != ptr {
+                        self.mark_live(p);
+                    }
+                    return p;
+                }
             }
         } else {
             self.bad_page(tag, addr);

@@ -302,6 +302,22 @@ unsafe impl PageSource for MmapSource {
         })
     }
 
+    unsafe fn resize_direct(&mut self, run: Run, new_len: usize, may_move: bool) -> Option<Run> {
+        let new_len = new_len.checked_next_multiple_of(self.os_page())?;
+        let flags = if may_move { libc::MREMAP_MAYMOVE } else { 0 };
+        // SAFETY: `run` is one of this source's direct mappings (the caller's guarantee);
+        // `mremap` keeps its contents, and on failure leaves it as it was.
+        let p = unsafe { libc::mremap(run.base.as_ptr().cast(), run.len, new_len, flags) };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        self.direct_now = self.direct_now - run.len + new_len;
+        Some(Run {
+            base: NonNull::new(p.cast())?,
+            len: new_len,
+        })
+    }
+
     fn idle_limit(&self) -> usize {
         self.idle_bytes
     }

@@ -235,6 +235,21 @@ impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
         self.with_locked(|l| unsafe { l.extend_span(span, new_pages) })
     }
 
+    /// Resize a large span with a direct run of its own by resizing the run (`mremap`), maybe
+    /// moving it; its start now, or `None` if it cannot.
+    ///
+    /// # Safety
+    /// As for [`Locked::remap_direct`].
+    pub(crate) unsafe fn remap_direct(
+        &self,
+        span: *mut Span,
+        new_pages: usize,
+        may_move: bool,
+    ) -> Option<usize> {
+        // SAFETY: the caller's guarantee.
+        self.with_locked(|l| unsafe { l.remap_direct(span, new_pages, may_move) })
+    }
+
     /// Give idle runs back to the source until at most `keep` bytes are idle.
     pub(crate) fn discard_idle(&self, keep: usize) -> usize {
         self.with_locked(|l| l.discard_idle(keep))

@@ -232,4 +232,88 @@ impl<S: PageSource> Locked<'_, S> {
         self.stats.span_pages.fetch_add(n, Ordering::Relaxed);
         true
     }
+
+    /// Grow (or shrink) a large span that has a direct run of its own to `new_pages` pages by
+    /// resizing the run itself ([`PageSource::resize_direct`], `mremap`): no byte is copied,
+    /// though the run may move (only when `may_move`). Returns the span's start now, or
+    /// `None` if the span has no direct run the source can resize (then nothing changed).
+    ///
+    /// # Safety
+    /// `span` must be a live large span with no other reference into its memory across a
+    /// move (its one object is being reallocated by its owner).
+    pub(crate) unsafe fn remap_direct(
+        &mut self,
+        span: *mut Span,
+        new_pages: usize,
+        may_move: bool,
+    ) -> Option<usize> {
+        let shift = self.geom.page_shift;
+        // SAFETY: the caller guarantees a live record.
+        let s = unsafe { &mut *span };
+        // SAFETY: null or a linked extent record; we hold the lock.
+        let ext = unsafe { self.extent_ptr(s.start, shift).as_mut() }?;
+        // Only a run that starts with its span (no alignment slack in front) is resized.
+        if !ext.direct || ext.run_base != ext.base || ext.base != s.start {
+            return None;
+        }
+        let new_len = new_pages.checked_mul(self.geom.page_size())?;
+        // Room for the page-map entry at a new address, before anything moves.
+        let need = S::Map::meta_bound(1, shift);
+        if may_move && self.st.arena_end - self.st.arena < need && !self.refill_arena(need) {
+            return None;
+        }
+        let old = ext.direct_run()?;
+        // SAFETY: the extent's run is a direct run from this source, as last resized.
+        let run = unsafe { self.st.source.resize_direct(old, new_len, may_move) }?;
+        let new_base = run.base.as_ptr() as usize;
+        let old_base = ext.base;
+        if new_base != old_base {
+            let map = self.map;
+            // SAFETY: under the page-heap lock; the new address is a fresh mapping that no
+            // other run covers; the arena has room (ensured above).
+            let registered = unsafe {
+                map.register(new_base, 1, shift, &mut |size, align| {
+                    self.arena_alloc(size, align)
+                })
+            };
+            if !registered {
+                // Cannot describe the new address: move the run back where it was.
+                // SAFETY: the run as `resize_direct` just returned it.
+                let back = unsafe { self.st.source.resize_direct(run, old.len, false) };
+                debug_assert!(back.is_some());
+                return None;
+            }
+            self.set_map(old_base, 1, CLASS_FREED, ptr::null_mut());
+            let source = &mut self.st.source;
+            // SAFETY: under the lock; `[old_base, + 1 page)` was registered for this extent
+            // and now says freed; what the map discards is its own metadata.
+            unsafe {
+                map.unregister(old_base, 1, shift, &mut |addr, len| {
+                    if let Some(base) = core::ptr::NonNull::new(addr as *mut u8) {
+                        // SAFETY: as above.
+                        source.discard(Run { base, len });
+                    }
+                })
+            };
+        }
+        let old_pages = ext.pages;
+        let st = self.stats;
+        st.meta_bytes.fetch_sub(ext.slack, Ordering::Relaxed);
+        st.source_bytes
+            .fetch_sub((old_pages << shift) + ext.slack, Ordering::Relaxed);
+        st.source_bytes.fetch_add(new_len, Ordering::Relaxed);
+        st.pages.fetch_sub(old_pages, Ordering::Relaxed);
+        st.pages.fetch_add(new_pages, Ordering::Relaxed);
+        st.span_pages.fetch_sub(s.pages, Ordering::Relaxed);
+        st.span_pages.fetch_add(new_pages, Ordering::Relaxed);
+        ext.base = new_base;
+        ext.run_base = new_base;
+        ext.run_len = new_len;
+        ext.pages = new_pages;
+        ext.slack = 0;
+        s.start = new_base;
+        s.pages = new_pages;
+        self.set_map(new_base, 1, CLASS_LARGE, span);
+        Some(new_base)
+    }
 }
