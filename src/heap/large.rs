@@ -104,6 +104,11 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let new_pages = new_size
             .checked_add(self.page_size() - 1)
             .map(|b| (b >> self.page_shift).max(1))?;
+        // More than the source could ever give: leave it to the caller, whose new allocation
+        // fails at once.
+        if new_pages > pages && new_pages << self.page_shift > self.pages().max_request() {
+            return None;
+        }
         let mut at = addr;
         let delta = if new_pages == pages {
             return Some(addr as *mut u8);
