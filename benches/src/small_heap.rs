@@ -267,32 +267,12 @@ impl Outcome {
     }
 }
 
-/// xorshift64* seeded through SplitMix64 (the same generator as `rng.rs`, repeated so this
-/// file stands alone).
-struct Rng(u64);
+/// The project's deterministic PRNG (`testkit/`).
+use cpuheap_testkit::Rng;
 
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 32) * n) >> 32
-    }
-    /// Uniform in `lo..hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below((hi - lo) as u64) as usize
-    }
+/// Uniform in `lo..hi`.
+fn range(rng: &mut Rng, lo: usize, hi: usize) -> usize {
+    lo + rng.below((hi - lo) as u64) as usize
 }
 
 const WORD: usize = core::mem::size_of::<usize>();
@@ -300,7 +280,7 @@ const WORD: usize = core::mem::size_of::<usize>();
 fn mixed_size(rng: &mut Rng) -> usize {
     // log-uniform over [8, 512]: an octave 8..16, ..., 256..512, then uniform inside it.
     let lo = 8usize << rng.below(6);
-    rng.range(lo, lo * 2 + 1).min(512)
+    range(rng, lo, lo * 2 + 1).min(512)
 }
 
 fn mixed_align(rng: &mut Rng) -> usize {
@@ -313,8 +293,8 @@ fn mixed_align(rng: &mut Rng) -> usize {
 
 /// talc's `generate_size`: `cap = 16..max`, `size = 4..cap`.
 fn talc_size(rng: &mut Rng) -> usize {
-    let cap = rng.range(16, 10_000);
-    rng.range(4, cap)
+    let cap = range(rng, 16, 10_000);
+    range(rng, 4, cap)
 }
 
 /// talc's `generate_align`: the word size shifted by half the trailing zeros of a u16.
@@ -395,7 +375,7 @@ fn fill(a: &dyn GlobalAlloc, w: Workload, rng: &mut Rng, live: &mut Vec<Obj>) ->
                 let ns = if w == Workload::Mixed {
                     mixed_size(rng)
                 } else {
-                    rng.range(1, 100_000)
+                    range(rng, 1, 100_000)
                 };
                 let p = a.realloc(o.p, o.l, ns);
                 let nl = Layout::from_size_align_unchecked(ns, o.l.align());

@@ -36,43 +36,22 @@ pub const WORKLOADS: &[&str] = &[
     "rss",
 ];
 
-/// Small deterministic PRNG (SplitMix64-seeded xorshift64*), the same for every allocator.
-#[derive(Clone)]
-struct Rng(u64);
+/// The project's deterministic PRNG (`testkit/`), the same for every allocator, with the
+/// workloads' size distributions.
+use cpuheap_testkit::Rng;
 
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        Rng(z | 1)
-    }
-    #[inline(always)]
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `0..n`.
-    #[inline(always)]
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() >> 32) * n) >> 32
-    }
-    /// Uniform in `lo..=hi`.
-    #[inline(always)]
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
+trait Sizes {
     /// 8..=1024 B, uniform.
+    fn small(&mut self) -> usize;
+    /// 8 B..64 KiB, log-uniform (each power-of-two octave equally likely, uniform inside).
+    fn log_size(&mut self) -> usize;
+}
+
+impl Sizes for Rng {
     #[inline(always)]
     fn small(&mut self) -> usize {
         self.range(8, 1024) as usize
     }
-    /// 8 B..64 KiB, log-uniform (each power-of-two octave equally likely, uniform inside).
     #[inline(always)]
     fn log_size(&mut self) -> usize {
         let bits = self.range(3, 15);
