@@ -50,6 +50,11 @@ pub unsafe trait PageSource: Send {
     /// them apart from idle pages, and `alloc_zeroed` need not clear them.
     const ZERO_FILLED: bool = false;
 
+    /// Whether this source ever hands out direct runs ([`grow_direct`](Self::grow_direct)).
+    /// `false` (the default) compiles the heap's direct-run machinery out: a static region's
+    /// firmware does not pay for it in flash.
+    const DIRECT_RUNS: bool = false;
+
     /// Spans of at least this many bytes get a run of their own from
     /// [`grow_direct`](Self::grow_direct), given back with [`release`](Self::release) when the
     /// span is freed. `usize::MAX` (the default) turns direct runs off.

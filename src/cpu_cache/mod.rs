@@ -415,7 +415,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             return;
         }
         let v = self.platform.vacated();
-        if v != self.seen_vacated.load(Ordering::Relaxed) {
+        // `v == 0`: nothing was ever vacated (a platform whose slots are never given up
+        // answers a constant 0, and this whole sweep compiles away).
+        if v != 0 && v != self.seen_vacated.load(Ordering::Relaxed) {
             self.sweep_vacated_slow(v);
         }
     }

@@ -120,16 +120,17 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // SAFETY: a live large span, grown; its one object is the caller's, being
             // reallocated, so it may move (the realloc contract hands out the new address).
             let grown = unsafe { self.pages().extend_span(span, new_pages) }
-                || match unsafe {
-                    self.pages()
-                        .remap_direct(span, new_pages, align <= self.page_size())
-                } {
-                    Some(s) => {
-                        at = s;
-                        true
-                    }
-                    None => false,
-                };
+                || S::DIRECT_RUNS
+                    && match unsafe {
+                        self.pages()
+                            .remap_direct(span, new_pages, align <= self.page_size())
+                    } {
+                        Some(s) => {
+                            at = s;
+                            true
+                        }
+                        None => false,
+                    };
             if !grown {
                 return None;
             }

@@ -286,6 +286,8 @@ unsafe impl PageSource for MmapSource {
         ok
     }
 
+    const DIRECT_RUNS: bool = true;
+
     fn direct_threshold(&self) -> usize {
         self.direct_threshold
     }

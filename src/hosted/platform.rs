@@ -106,7 +106,15 @@ impl ThreadSlot {
         }
     }
 
+    /// The index of a thread that owns none: a shared one it was given, or a claim now.
     #[cold]
+    fn not_owned(cell: &Cell<usize>) -> usize {
+        match cell.get() {
+            UNSET | EXITED => Self::claim(cell),
+            shared => shared,
+        }
+    }
+
     fn claim(cell: &Cell<usize>) -> usize {
         if cell.get() == EXITED {
             // Called again from a destructor that ran after ours: share a slot.
@@ -185,10 +193,12 @@ impl Platform for ThreadSlot {
     fn current_cpu(&self) -> usize {
         SLOT.try_with(|s| {
             let v = s.get();
-            if v < EXITED {
+            // One compare on the fast path: an owned index is below `OWNED_IDS`, which also
+            // tells the heap (whose owned slots are the same indices) that it owns the slot.
+            if v < OWNED_IDS {
                 v
             } else {
-                Self::claim(s)
+                Self::not_owned(s)
             }
         })
         .unwrap_or(OWNED_IDS)

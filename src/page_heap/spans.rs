@@ -76,7 +76,7 @@ impl<S: PageSource> Locked<'_, S> {
         self.st.last_zeroed = false;
         let direct = pages
             .checked_mul(self.geom.page_size())
-            .is_some_and(|b| b >= self.st.source.direct_threshold());
+            .is_some_and(|b| S::DIRECT_RUNS && b >= self.st.source.direct_threshold());
         let direct_start = if direct {
             self.alloc_direct(pages, align)
         } else {
@@ -135,7 +135,7 @@ impl<S: PageSource> Locked<'_, S> {
         let (start, pages) = unsafe { ((*span).start, (*span).pages) };
         let ext = self.extent_ptr(start, self.geom.page_shift);
         // SAFETY: null or a linked extent record; we hold the lock.
-        let direct = unsafe { ext.as_ref() }.is_some_and(|e| e.direct);
+        let direct = S::DIRECT_RUNS && unsafe { ext.as_ref() }.is_some_and(|e| e.direct);
         self.set_map(
             start,
             if direct { 1 } else { pages },
@@ -179,7 +179,7 @@ impl<S: PageSource> Locked<'_, S> {
         let Some(e) = (unsafe { ext.as_mut() }) else {
             return;
         };
-        if e.direct {
+        if S::DIRECT_RUNS && e.direct {
             // The tail leaves the extent (it had no page-map entries) and goes back to the
             // source's care; the run is released whole with the span.
             e.pages = new_pages;
@@ -218,7 +218,7 @@ impl<S: PageSource> Locked<'_, S> {
         let Some(ext) = (unsafe { self.extent_ptr(s.start, self.geom.page_shift).as_mut() }) else {
             return false;
         };
-        if ext.direct {
+        if S::DIRECT_RUNS && ext.direct {
             // A direct run ends with its span: the caller moves the object instead.
             return false;
         }
@@ -247,6 +247,9 @@ impl<S: PageSource> Locked<'_, S> {
         new_pages: usize,
         may_move: bool,
     ) -> Option<usize> {
+        if !S::DIRECT_RUNS {
+            return None;
+        }
         let shift = self.geom.page_shift;
         // SAFETY: the caller guarantees a live record.
         let s = unsafe { &mut *span };
