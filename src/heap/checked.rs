@@ -33,6 +33,15 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         }
     }
 
+    /// A remapped block moved from `old` (described by `pr`, read before the move) to `new`:
+    /// its live bit moves with it. The old bit's memory stays valid: radix leaves are never
+    /// freed, only discarded, and a discarded leaf is still mapped.
+    pub(super) fn move_live(&self, pr: &PageRef<'_>, old: usize, new: *mut u8) {
+        let (word, bit) = self.live_bit(pr, old);
+        word.fetch_and(!bit, Ordering::Relaxed);
+        self.mark_live(new);
+    }
+
     /// Check a free (or realloc) of a live-looking page: interior pointer, size class, and
     /// the live bit (cleared when `clear`).
     pub(super) fn check_free(&self, pr: &PageRef<'_>, addr: usize, layout: Layout, clear: bool) {

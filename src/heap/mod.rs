@@ -305,10 +305,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 if let Some(p) = self.resize_large(&pr, addr, new_size, layout.align()) {
                     // In place, or remapped without a copy.
                     st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
-                    // A remapped run registered its new address with fresh live bits.
+                    // A remapped run's live bit moves with it.
                     #[cfg(feature = "checked")]
                     if p != ptr {
-                        self.mark_live(p);
+                        self.move_live(&pr, addr, p);
                     }
                     return p;
                 }
