@@ -88,8 +88,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         &self.slots[Self::slot_index(cpu)]
     }
 
-    /// The slot index CPU index `cpu` uses (`CPUS` for none: a shared index on a platform
-    /// without shared slots).
+    /// The slot index CPU index `cpu` uses. (A shared index on a platform without shared
+    /// slots names slot 0 here; the fast paths never enter it, see `enter`.)
     #[inline(always)]
     fn slot_index(cpu: usize) -> usize {
         if P::EXCLUSIVE.is_none() {
@@ -366,19 +366,14 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[cold]
     pub(crate) fn drain_all(&self) {
         self.shared.drains.fetch_add(1, Ordering::Relaxed);
-        self.for_each_slot(|g| self.drain_slot(g));
-    }
-
-    /// Run `f` on every slot this context can enter now (its own, shared ones that are free,
-    /// owned ones whose owner is outside, if the platform has a heavy barrier).
-    fn for_each_slot(&self, mut f: impl FnMut(&SlotGuard<'_>)) {
         for g in self.enter_all().iter().flatten() {
-            f(g);
+            self.drain_slot(g);
         }
     }
 
-    /// Enter every slot this context can enter now, as [`for_each_slot`](Self::for_each_slot)
-    /// says; `None` for the others. Other contexts' owned slots are claimed first and then
+    /// Enter every slot this context can enter now (its own, shared ones that are free, owned
+    /// ones whose owner is outside, if the platform has a heavy barrier); `None` for the
+    /// others. Other contexts' owned slots are claimed first and then
     /// share one heavy barrier.
     pub(crate) fn enter_all(&self) -> [Option<SlotGuard<'_>>; CPUS] {
         let me = Self::slot_index(self.platform.current_cpu());
@@ -432,10 +427,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             }
             // No context can claim the slot while it is held, so no owner can be inside: the
             // remote flag only keeps other remote operations out, and no barrier is needed.
-            if slot.lock.claim_remote() {
-                if let Some(g) = slot.confirm_remote() {
-                    self.drain_slot(&g);
-                }
+            if let Some(g) = slot.enter_remote(|| true) {
+                self.drain_slot(&g);
             }
             self.platform.release_vacant(i);
         }

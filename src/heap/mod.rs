@@ -212,18 +212,24 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[inline]
     pub unsafe fn deallocate(&self, ptr: *mut u8, layout: Layout) {
         let addr = ptr as usize;
+        // The checks need the whole entry; without them the class byte is enough. One map
+        // walk either way.
+        #[cfg(any(feature = "checked", feature = "misuse-checks"))]
+        let (tag, pr) = match self.map().page(addr, self.page_shift) {
+            Some(pr) => (pr.class.load(Ordering::Relaxed), pr),
+            None => self.fault(FaultKind::ForeignPointer, addr),
+        };
+        #[cfg(not(any(feature = "checked", feature = "misuse-checks")))]
         let Some(tag) = self.map().class_of(addr, self.page_shift) else {
             self.fault(FaultKind::ForeignPointer, addr);
         };
         if is_small(tag) {
             #[cfg(feature = "checked")]
-            if let Some(pr) = self.map().page(addr, self.page_shift) {
-                self.check_free(&pr, addr, layout, true);
-            }
+            self.check_free(&pr, addr, layout, true);
             #[cfg(not(feature = "checked"))]
             let _ = layout;
             #[cfg(all(feature = "misuse-checks", not(feature = "checked")))]
-            self.check_boundary(addr, tag as usize);
+            self.check_boundary(&pr, addr, tag as usize);
             // SAFETY: the page map says the object is of this class; the caller says it is
             // no longer in use.
             unsafe {
@@ -256,16 +262,14 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// more.)
     #[cfg(all(feature = "misuse-checks", not(feature = "checked")))]
     #[inline]
-    fn check_boundary(&self, addr: usize, class: usize) {
-        if let Some(pr) = self.map().page(addr, self.page_shift) {
-            let span = pr.span.load(Ordering::Relaxed);
-            // SAFETY: a page tagged with a size class points at its live span record.
-            let start = unsafe { (*span).start };
-            if (addr - start) % class_size(class) != 0 {
-                let mut f = Fault::new(FaultKind::InteriorPointer, addr);
-                f.object_size = class_size(class);
-                self.cpu.platform.fatal(&f);
-            }
+    fn check_boundary(&self, pr: &crate::page_map::PageRef<'_>, addr: usize, class: usize) {
+        let span = pr.span.load(Ordering::Relaxed);
+        // SAFETY: a page tagged with a size class points at its live span record.
+        let start = unsafe { (*span).start };
+        if (addr - start) % class_size(class) != 0 {
+            let mut f = Fault::new(FaultKind::InteriorPointer, addr);
+            f.object_size = class_size(class);
+            self.cpu.platform.fatal(&f);
         }
     }
 

@@ -118,7 +118,7 @@ impl ThreadSlot {
     fn claim(cell: &Cell<usize>) -> usize {
         if cell.get() == EXITED {
             // Called again from a destructor that ran after ours: share a slot.
-            return OWNED_IDS + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED_SLOTS;
+            return Self::next_shared();
         }
         for (i, id) in IDS.iter().enumerate() {
             if id.load(Ordering::Relaxed) == VACANT
@@ -133,9 +133,14 @@ impl ThreadSlot {
                 return i;
             }
         }
-        let shared = OWNED_IDS + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED_SLOTS;
+        let shared = Self::next_shared();
         cell.set(shared);
         shared
+    }
+
+    /// A shared slot's index, round robin.
+    fn next_shared() -> usize {
+        OWNED_IDS + NEXT_SHARED.fetch_add(1, Ordering::Relaxed) % SHARED_SLOTS
     }
 
     /// Make the thread give index `i` back when it exits.

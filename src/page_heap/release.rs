@@ -52,19 +52,9 @@ impl<S: PageSource> Locked<'_, S> {
         // SAFETY: the record is unlinked and nothing refers to it any more.
         unsafe { (*ext).next = self.st.spare_ext };
         self.st.spare_ext = ext;
-        let (map, source) = (self.map, &mut self.st.source);
-        // SAFETY: under the page-heap lock; `[base, base + 1 page)` is what `install_direct`
-        // registered, and its entry says freed. A range the map asks to discard is metadata
-        // of this heap (arena memory, so inside one of this source's runs) describing no page
-        // in use; after `discard` it reads as zero, an empty entry, and stays mapped.
-        unsafe {
-            map.unregister(base, 1, shift, &mut |addr, len| {
-                if let Some(base) = NonNull::new(addr as *mut u8) {
-                    // SAFETY: as above.
-                    source.discard(Run { base, len });
-                }
-            })
-        };
+        // SAFETY: `[base, base + 1 page)` is what `install_direct` registered, and its
+        // entry says freed.
+        unsafe { self.unregister_direct(base) };
         let st = self.stats;
         st.pages.fetch_sub(pages, Ordering::Relaxed);
         st.source_bytes
@@ -140,5 +130,27 @@ impl<S: PageSource> Locked<'_, S> {
             .fetch_add(n << shift, Ordering::Relaxed);
         self.stats.discards.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Stop mapping the first page of a direct run at `base` (its only page-map entry); the
+    /// map's metadata that then describes nothing is discarded.
+    ///
+    /// # Safety
+    /// `[base, base + 1 page)` must have been registered for a direct extent, and its entry
+    /// must say freed.
+    pub(super) unsafe fn unregister_direct(&mut self, base: usize) {
+        let (map, source) = (self.map, &mut self.st.source);
+        // SAFETY: under the page-heap lock, with the caller's guarantee. A range the map asks
+        // to discard is metadata of this heap (arena memory, so inside one of this source's
+        // runs) describing no page in use; after `discard` it reads as zero, an empty entry,
+        // and stays mapped.
+        unsafe {
+            map.unregister(base, 1, self.geom.page_shift, &mut |addr, len| {
+                if let Some(base) = NonNull::new(addr as *mut u8) {
+                    // SAFETY: as above.
+                    source.discard(Run { base, len });
+                }
+            })
+        };
     }
 }

@@ -287,17 +287,9 @@ impl<S: PageSource> Locked<'_, S> {
                 return None;
             }
             self.set_map(old_base, 1, CLASS_FREED, ptr::null_mut());
-            let source = &mut self.st.source;
-            // SAFETY: under the lock; `[old_base, + 1 page)` was registered for this extent
-            // and now says freed; what the map discards is its own metadata.
-            unsafe {
-                map.unregister(old_base, 1, shift, &mut |addr, len| {
-                    if let Some(base) = core::ptr::NonNull::new(addr as *mut u8) {
-                        // SAFETY: as above.
-                        source.discard(Run { base, len });
-                    }
-                })
-            };
+            // SAFETY: `[old_base, + 1 page)` was registered for this extent and now says
+            // freed.
+            unsafe { self.unregister_direct(old_base) };
         }
         let old_pages = ext.pages;
         let st = self.stats;
