@@ -1,9 +1,25 @@
 //! The central cache: for each size class, the spans that still have free objects, behind one
 //! lock per class (lock striping).
 //!
-//! CPU caches take objects from here in batches and give them back in batches. A batch given
-//! back is sorted into the spans its objects belong to (found through the page map); a span
-//! whose objects have all come back goes straight to the page heap.
+//! CPU caches take objects from here in batches and give them back in batches. Two layers
+//! sit in front of the spans, both under the class lock:
+//!
+//! - the **transfer cache**: a stack of whole batches (exactly [`batch_objects`] objects, as a
+//!   CPU cache flushes them). A flush that finds room pushes its batch in O(1) and a refill
+//!   that wants a whole batch pops one in O(1), so objects that cross CPUs (one frees what
+//!   another allocates) never touch their spans or the page map. The stack is intrusive: a
+//!   batch is a null-terminated chain, and the second word of its first object links the next
+//!   batch, so it costs two words of metadata per class whatever it holds. Classes of one
+//!   word (8-byte objects on 64-bit targets) have no second word and skip it.
+//! - the **span reserve**: a span whose objects have all come back stays listed (up to a few
+//!   per class) instead of going to the page heap at once, so a class that empties and refills
+//!   a span in turn does not carve it again each time.
+//!
+//! Only when the transfer cache is full (or the batch is not whole) is a batch sorted into the
+//! spans its objects belong to (found through the page map); a span past the reserve whose
+//! objects have all come back goes to the page heap. The out-of-memory drain
+//! ([`release_held`](CentralCache::release_held)) empties both layers, so what they hold never
+//! causes a false out-of-memory.
 //!
 //! [`CentralCache`] is the tier: the per-class lists and the page heap under them, which it
 //! owns, with the span-length policy. A tier that cannot serve returns an empty chain; the
@@ -16,7 +32,7 @@ use lock_api::{Mutex, RawMutex};
 use crate::page_heap::{Geometry, PageHeap};
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
-use crate::size_class::{class_size, span_pages, NUM_CLASSES};
+use crate::size_class::{batch_objects, class_size, span_pages, NUM_CLASSES};
 use crate::span::{FreeObj, Span, SpanFlags};
 use crate::sync::{AtomicUsize, CachePadded, Ordering};
 
@@ -56,63 +72,161 @@ pub(crate) struct CentralCache<S: PageSource, R: RawMutex> {
     pub(crate) pages: PageHeap<S, R>,
     /// The least a size-class span spans (see [`span_pages`]).
     min_span_bytes: usize,
+    /// About how many bytes move between a CPU cache and this tier in one batch.
+    batch_bytes: usize,
+    /// Whole batches each class's transfer cache may hold.
+    transfer_batches: u16,
+    /// Empty spans each class may keep listed.
+    pub(crate) reserve_spans: u16,
+}
+
+/// What the central cache holds on to: its [`Config`](crate::Config) fields.
+#[derive(Clone, Copy)]
+pub(crate) struct CentralPolicy {
+    pub(crate) min_span_bytes: usize,
+    pub(crate) batch_bytes: usize,
+    pub(crate) transfer_batches: u16,
+    pub(crate) reserve_spans: u16,
 }
 
 impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
-    pub(crate) const fn new(source: S, geom: Geometry, min_span_bytes: usize) -> Self {
+    pub(crate) const fn new(source: S, geom: Geometry, policy: CentralPolicy) -> Self {
         Self {
             classes: [const { CachePadded(CentralClass::new()) }; NUM_CLASSES],
             pages: PageHeap::new(source, geom),
-            min_span_bytes,
+            min_span_bytes: policy.min_span_bytes,
+            batch_bytes: policy.batch_bytes,
+            transfer_batches: policy.transfer_batches,
+            reserve_spans: policy.reserve_spans,
         }
     }
 
-    /// Take up to `n` objects of `class`, carving a new span when the class has none with
-    /// free objects. Returns fewer (maybe none) only when memory is exhausted.
+    /// Objects in one whole batch of `class`.
     #[inline]
-    pub(crate) fn remove_batch(&self, class: usize, n: usize) -> Chain {
-        self.classes[class].remove_batch(class, n, &self.pages, self.min_span_bytes)
+    pub(crate) fn batch(&self, class: usize) -> usize {
+        batch_objects(class, self.batch_bytes)
     }
 
-    /// Give back the objects of `class` linked from `head` (a null-terminated chain). Spans
-    /// left with no object in use return to the page heap.
+    /// Whether `class`'s transfer cache can hold anything: it is enabled, and the class's
+    /// objects have the second word that links batches.
+    #[inline]
+    fn transfers(&self, class: usize) -> bool {
+        self.transfer_batches > 0 && class_size(class) >= 2 * core::mem::size_of::<usize>()
+    }
+
+    /// Take up to `n` objects of `class`: a whole batch from the transfer cache if `n` is a
+    /// whole batch and one is there, else from the spans, carving a new span when the class
+    /// has none with free objects. Returns fewer (maybe none) only when memory is exhausted.
+    #[inline]
+    pub(crate) fn remove_batch(&self, class: usize, n: usize) -> Chain {
+        let c = &self.classes[class];
+        let mut list = c.list.lock();
+        if n == self.batch(class) && !list.transfer.is_null() {
+            // SAFETY: we hold the class lock; the transfer cache holds whole batches of `n`.
+            return unsafe { c.pop_transfer(&mut list, n) };
+        }
+        c.remove_from_spans(&mut list, class, n, &self.pages, self.min_span_bytes)
+    }
+
+    /// Give back the objects of `chain` (null-terminated, of `class`): into the transfer
+    /// cache if it is a whole batch and there is room, else into their spans. Spans past the
+    /// reserve left with no object in use return to the page heap.
     ///
     /// # Safety
     /// Every object in the chain must be a free object of `class` handed out by this heap and
-    /// not returned since.
+    /// not returned since, and `chain.len` must be its length.
     #[inline]
-    pub(crate) unsafe fn insert_batch(&self, class: usize, head: *mut FreeObj) {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.classes[class].insert_batch(head, &self.pages) }
+    pub(crate) unsafe fn insert_batch(&self, class: usize, chain: Chain) {
+        let c = &self.classes[class];
+        let mut list = c.list.lock();
+        if chain.len == self.batch(class)
+            && list.transfer_len < self.transfer_batches
+            && self.transfers(class)
+        {
+            // SAFETY: a whole batch of free objects of at least two words (`transfers`),
+            // ours from now on; we hold the class lock.
+            unsafe { c.push_transfer(&mut list, chain) };
+            return;
+        }
+        // SAFETY: the caller's guarantee; we hold the class lock.
+        unsafe { c.insert_into_spans(&mut list, chain.head, &self.pages, self.reserve_spans) }
+    }
+
+    /// Empty every transfer cache into its spans and give every reserved empty span back to
+    /// the page heap: the out-of-memory drain, after the CPU caches are drained.
+    pub(crate) fn release_held(&self) {
+        for (class, c) in self.classes.iter().enumerate().skip(1) {
+            let mut list = c.list.lock();
+            while !list.transfer.is_null() {
+                // SAFETY: we hold the class lock; the transfer cache's top batch (a whole
+                // batch) is ours to sort into its spans.
+                unsafe {
+                    let chain = c.pop_transfer(&mut list, self.batch(class));
+                    c.insert_into_spans(&mut list, chain.head, &self.pages, 0);
+                }
+            }
+            // SAFETY: we hold the class lock.
+            unsafe { c.free_empty_spans(&mut list, &self.pages) };
+        }
     }
 
     /// Bytes of free objects held by the central lists' spans.
     pub(crate) fn free_bytes(&self) -> usize {
+        self.sum_bytes(|c| c.free_objects.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of free objects in the transfer caches.
+    pub(crate) fn transfer_bytes(&self) -> usize {
+        self.sum_bytes(|c| c.transfer_objects.load(Ordering::Relaxed))
+    }
+
+    fn sum_bytes(&self, objects: impl Fn(&CentralClass<R>) -> usize) -> usize {
         self.classes
             .iter()
             .enumerate()
             .skip(1)
-            .map(|(class, c)| c.free_objects.load(Ordering::Relaxed) * class_size(class))
+            .map(|(class, c)| objects(c) * class_size(class))
             .sum()
     }
 }
 
-/// One class's list of spans with free objects. Guarded by the class's lock.
+/// One class's list of spans with free objects, and its transfer cache. Guarded by the
+/// class's lock.
 pub(crate) struct CentralList {
     /// Doubly linked through `Span::next`/`prev`; every span here has a free object.
     pub(crate) head: *mut Span,
     /// Spans of this class in use (in the list or full).
     pub(crate) spans: usize,
+    /// The transfer cache: the first object of its top batch, or null. Each batch is a
+    /// null-terminated chain of one whole batch; the second word of its first object points
+    /// at the next batch's first object.
+    pub(crate) transfer: *mut FreeObj,
+    /// Batches in the transfer cache.
+    pub(crate) transfer_len: u16,
+    /// Listed spans with no object handed out (the span reserve).
+    pub(crate) empty: u16,
 }
 
 // SAFETY: the spans are heap metadata reachable only under the class lock.
 unsafe impl Send for CentralList {}
 
-/// A class's list and the counter that stats read without taking its lock.
+/// A class's list and the counters that stats read without taking its lock.
 pub(crate) struct CentralClass<R: RawMutex> {
     pub(crate) list: Mutex<R, CentralList>,
     /// Free objects held by this class's spans (including never-carved ones).
     pub(crate) free_objects: AtomicUsize,
+    /// Free objects in this class's transfer cache.
+    pub(crate) transfer_objects: AtomicUsize,
+}
+
+/// The word after an object's link: where a transfer batch's first object links the next
+/// batch.
+///
+/// # Safety
+/// `obj` must be a free object of at least two words.
+unsafe fn batch_link(obj: *mut FreeObj) -> *mut *mut FreeObj {
+    // SAFETY: the object has a second word (caller's guarantee).
+    unsafe { obj.cast::<*mut FreeObj>().add(1) }
 }
 
 impl<R: RawMutex> CentralClass<R> {
@@ -123,16 +237,57 @@ impl<R: RawMutex> CentralClass<R> {
                 CentralList {
                     head: ptr::null_mut(),
                     spans: 0,
+                    transfer: ptr::null_mut(),
+                    transfer_len: 0,
+                    empty: 0,
                 },
             ),
             free_objects: AtomicUsize::new(0),
+            transfer_objects: AtomicUsize::new(0),
         }
     }
 
-    /// Take up to `n` objects of `class`; gets a new span from the page heap when the class
-    /// has none with free objects. Returns fewer (maybe none) only when memory is exhausted.
-    fn remove_batch<S: PageSource>(
+    /// Push a whole batch onto the transfer cache.
+    ///
+    /// # Safety
+    /// `list` must be this class's list (its lock held); `chain` a null-terminated chain of
+    /// free objects of this class, each at least two words, owned by the caller.
+    unsafe fn push_transfer(&self, list: &mut CentralList, chain: Chain) {
+        // SAFETY: the first object is free, ours, and has a second word.
+        unsafe { *batch_link(chain.head) = list.transfer };
+        list.transfer = chain.head;
+        list.transfer_len += 1;
+        let n = self.transfer_objects.load(Ordering::Relaxed);
+        self.transfer_objects
+            .store(n + chain.len, Ordering::Relaxed);
+    }
+
+    /// Pop the top batch of the transfer cache, which must not be empty; `len` is its length
+    /// (a whole batch), as the returned chain reports it.
+    ///
+    /// # Safety
+    /// `list` must be this class's list (its lock held), with a batch in its transfer cache.
+    unsafe fn pop_transfer(&self, list: &mut CentralList, len: usize) -> Chain {
+        let head = list.transfer;
+        // SAFETY: the top batch's first object links the next batch in its second word.
+        list.transfer = unsafe { *batch_link(head) };
+        list.transfer_len -= 1;
+        let n = self.transfer_objects.load(Ordering::Relaxed);
+        self.transfer_objects.store(n - len, Ordering::Relaxed);
+        Chain {
+            head,
+            // Not tracked; a refill pushes the chain onto an empty list and needs no tail.
+            tail: ptr::null_mut(),
+            len,
+        }
+    }
+
+    /// Take up to `n` objects of `class` from its spans; gets a new span from the page heap
+    /// when the class has none with free objects. Returns fewer (maybe none) only when memory
+    /// is exhausted.
+    fn remove_from_spans<S: PageSource>(
         &self,
+        list: &mut CentralList,
         class: usize,
         n: usize,
         pages_below: &PageHeap<S, R>,
@@ -141,7 +296,6 @@ impl<R: RawMutex> CentralClass<R> {
         let page_size = pages_below.geom.page_size();
         let size = class_size(class);
         let mut chain = Chain::EMPTY;
-        let mut list = self.list.lock();
         let mut free = self.free_objects.load(Ordering::Relaxed);
         while chain.len < n {
             let mut span = list.head;
@@ -165,10 +319,15 @@ impl<R: RawMutex> CentralClass<R> {
                     list.push_front(new);
                 }
                 list.spans += 1;
+                list.empty += 1;
                 span = new;
             }
             // SAFETY: spans in the list are live spans of this class; we hold its lock.
             let s = unsafe { &mut *span };
+            if s.allocated == 0 {
+                // The span leaves the reserve.
+                list.empty -= 1;
+            }
             while chain.len < n && s.has_free() {
                 // SAFETY: `s` has a free object, taken under the class lock; the chain owns it.
                 unsafe { chain.push(s.take(size)) };
@@ -183,15 +342,21 @@ impl<R: RawMutex> CentralClass<R> {
         chain
     }
 
-    /// Give back `len` objects of `class` linked from `head`. Spans left with no object in use
-    /// return to the page heap.
+    /// Sort the objects linked from `head` back into their spans. A span left with no object
+    /// in use stays listed while the class holds fewer than `reserve` such spans, and
+    /// otherwise returns to the page heap.
     ///
     /// # Safety
-    /// Every object in the chain must be a free object of `class` handed out by this heap and
-    /// not returned since.
-    unsafe fn insert_batch<S: PageSource>(&self, mut head: *mut FreeObj, pages: &PageHeap<S, R>) {
+    /// `list` must be this class's list (its lock held). Every object in the chain must be a
+    /// free object of this class handed out by this heap and not returned since.
+    unsafe fn insert_into_spans<S: PageSource>(
+        &self,
+        list: &mut CentralList,
+        mut head: *mut FreeObj,
+        pages: &PageHeap<S, R>,
+        reserve: u16,
+    ) {
         let page_shift = pages.geom.page_shift;
-        let mut list = self.list.lock();
         let mut free = self.free_objects.load(Ordering::Relaxed);
         while !head.is_null() {
             let obj = head;
@@ -212,12 +377,37 @@ impl<R: RawMutex> CentralClass<R> {
                 unsafe { list.push_front(span) };
             }
             if s.allocated == 0 {
-                // SAFETY: `s` is in the list (pushed above if it was not).
-                unsafe { list.unlink(s) };
-                list.spans -= 1;
-                free -= s.capacity as usize;
-                // SAFETY: no object of the span is in use or cached anywhere.
-                unsafe { pages.free_span(span) };
+                if list.empty < reserve {
+                    list.empty += 1;
+                    continue;
+                }
+                // SAFETY: `s` is in the list (pushed above if it was not), and no object of
+                // it is in use or cached anywhere.
+                free -= unsafe { list.release(span, pages) };
+            }
+        }
+        self.free_objects.store(free, Ordering::Relaxed);
+    }
+
+    /// Give every listed span with no object in use back to the page heap.
+    ///
+    /// # Safety
+    /// `list` must be this class's list (its lock held).
+    unsafe fn free_empty_spans<S: PageSource>(
+        &self,
+        list: &mut CentralList,
+        pages: &PageHeap<S, R>,
+    ) {
+        let mut free = self.free_objects.load(Ordering::Relaxed);
+        let mut s = list.head;
+        while list.empty > 0 && !s.is_null() {
+            // SAFETY: listed spans are live records of this class; we hold its lock.
+            let span = unsafe { &mut *s };
+            s = span.next;
+            if span.allocated == 0 {
+                list.empty -= 1;
+                // SAFETY: a listed span with no object in use or cached anywhere.
+                free -= unsafe { list.release(span, pages) };
             }
         }
         self.free_objects.store(free, Ordering::Relaxed);
@@ -237,6 +427,27 @@ impl<R: RawMutex> CentralClass<R> {
 }
 
 impl CentralList {
+    /// Unlink `span`, which has no object in use, and give it to the page heap. Returns its
+    /// capacity (the free objects the class no longer holds).
+    ///
+    /// # Safety
+    /// `span` must be in the list, with no object in use or cached anywhere.
+    unsafe fn release<S: PageSource, R: RawMutex>(
+        &mut self,
+        span: *mut Span,
+        pages: &PageHeap<S, R>,
+    ) -> usize {
+        // SAFETY: the caller's guarantee: a listed, live span record.
+        let capacity = unsafe {
+            self.unlink(&mut *span);
+            (*span).capacity as usize
+        };
+        self.spans -= 1;
+        // SAFETY: no object of the span is in use or cached anywhere.
+        unsafe { pages.free_span(span) };
+        capacity
+    }
+
     /// # Safety
     /// `span` must be a live span of this class, not in the list.
     unsafe fn push_front(&mut self, span: *mut Span) {
@@ -282,8 +493,10 @@ mod tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
-    #[test]
-    fn batches_come_from_spans_and_empty_spans_go_back() {
+    type Cache = CentralCache<StaticRegion<1>, DefaultRawMutex>;
+
+    /// A central cache over 1 MiB of 4 KiB pages, batches of 2 KiB (32 objects of 64 B).
+    fn cache(transfer_batches: u16, reserve_spans: u16) -> &'static Cache {
         let region: &'static mut [MaybeUninit<u8>] = Box::leak(Box::new_uninit_slice(1 << 20));
         let mut source = StaticRegion::<1>::new();
         assert!(source.add(region));
@@ -291,22 +504,59 @@ mod tests {
             page_shift: 12,
             grow_bytes: 0,
         };
-        let cache: CentralCache<StaticRegion<1>, DefaultRawMutex> =
-            CentralCache::new(source, geom, 4096);
-        let central = &cache.classes[class_of_size(64)];
-        let stats = &cache.pages.stats;
+        let policy = CentralPolicy {
+            min_span_bytes: 4096,
+            batch_bytes: 2048,
+            transfer_batches,
+            reserve_spans,
+        };
+        Box::leak(Box::new(CentralCache::new(source, geom, policy)))
+    }
+
+    fn objects(chain: &Chain) -> Vec<*mut FreeObj> {
+        let mut v = Vec::new();
+        let mut o = chain.head;
+        while !o.is_null() {
+            v.push(o);
+            // SAFETY: chain objects hold their link.
+            o = unsafe { (*o).next };
+        }
+        assert_eq!(v.len(), chain.len, "chain length");
+        v
+    }
+
+    fn chain_of(objs: &[*mut FreeObj]) -> Chain {
+        let mut c = Chain::EMPTY;
+        for &o in objs.iter().rev() {
+            // SAFETY: the test's objects are free and ours.
+            unsafe { c.push(o) };
+        }
+        c
+    }
+
+    fn held(cache: &Cache, class: usize) -> (u16, u16, usize, usize) {
+        let list = cache.classes[class].list.lock();
+        let c = &cache.classes[class];
+        (
+            list.transfer_len,
+            list.empty,
+            list.spans,
+            c.transfer_objects.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn batches_come_from_spans_and_empty_spans_go_back() {
+        let cache = cache(0, 0);
         let class = class_of_size(64);
+        let central = &cache.classes[class];
+        let stats = &cache.pages.stats;
 
         let mut objs = Vec::new();
         for _ in 0..4 {
             let chain = cache.remove_batch(class, 32);
             assert_eq!(chain.len, 32);
-            let mut o = chain.head;
-            while !o.is_null() {
-                objs.push(o);
-                // SAFETY: chain objects hold their link.
-                o = unsafe { (*o).next };
-            }
+            objs.extend(objects(&chain));
         }
         objs.sort();
         objs.dedup();
@@ -327,14 +577,8 @@ mod tests {
         // Give back all but the highest object (in the second span): the first span empties
         // and returns to the page heap.
         let keep = objs.pop().unwrap();
-        let mut head = ptr::null_mut();
-        for &o in &objs {
-            // SAFETY: the objects are ours and free.
-            unsafe { (*o).next = head };
-            head = o;
-        }
         // SAFETY: every object came from `remove_batch` and is returned once.
-        unsafe { cache.insert_batch(class, head) };
+        unsafe { cache.insert_batch(class, chain_of(&objs)) };
         assert_eq!(central.list.lock().spans, 1, "the emptied span went back");
         assert_eq!(stats.spans_freed.load(Ordering::Relaxed), 1);
         let mut listed = 0;
@@ -346,12 +590,122 @@ mod tests {
 
         // The last object returns its span too.
         // SAFETY: as above.
-        unsafe {
-            (*keep).next = ptr::null_mut();
-            cache.insert_batch(class, keep);
-        }
+        unsafe { cache.insert_batch(class, chain_of(&[keep])) };
         assert_eq!(central.list.lock().spans, 0);
         assert_eq!(central.free_objects.load(Ordering::Relaxed), 0);
         assert_eq!(stats.span_pages.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn whole_batches_pass_through_the_transfer_cache_in_order() {
+        let cache = cache(2, 0);
+        let class = class_of_size(64);
+        let batch = cache.batch(class);
+        assert_eq!(batch, 32);
+        let a = objects(&cache.remove_batch(class, batch));
+        let b = objects(&cache.remove_batch(class, batch));
+        let c = objects(&cache.remove_batch(class, batch));
+        let spans_before = held(cache, class).2;
+        // Two whole batches fit; the third goes to its spans.
+        // SAFETY: each batch came from `remove_batch` and is returned once.
+        unsafe {
+            cache.insert_batch(class, chain_of(&a));
+            cache.insert_batch(class, chain_of(&b));
+        }
+        assert_eq!(held(cache, class), (2, 0, spans_before, 2 * batch));
+        // SAFETY: as above.
+        unsafe { cache.insert_batch(class, chain_of(&c)) };
+        assert_eq!(
+            held(cache, class).0,
+            2,
+            "the full transfer cache took no third batch"
+        );
+        assert_eq!(cache.transfer_bytes(), 2 * batch * 64);
+        // Refills of a whole batch come back last in, first out, unchanged.
+        assert_eq!(objects(&cache.remove_batch(class, batch)), b);
+        assert_eq!(objects(&cache.remove_batch(class, batch)), a);
+        assert_eq!(held(cache, class), (0, 0, held(cache, class).2, 0));
+    }
+
+    #[test]
+    fn batches_that_are_not_whole_skip_the_transfer_cache() {
+        let cache = cache(4, 0);
+        let class = class_of_size(64);
+        let batch = cache.batch(class);
+        let a = objects(&cache.remove_batch(class, batch));
+        // A short batch (a drain, or a flush during slow start) is sorted into its spans.
+        // SAFETY: objects from `remove_batch`, returned once.
+        unsafe { cache.insert_batch(class, chain_of(&a[..batch - 1])) };
+        assert_eq!(held(cache, class).0, 0);
+        // A refill that wants less than a whole batch is served from the spans even when the
+        // transfer cache has one.
+        // SAFETY: as above.
+        unsafe { cache.insert_batch(class, chain_of(&a[batch - 1..])) };
+        let b = objects(&cache.remove_batch(class, batch));
+        // SAFETY: as above.
+        unsafe { cache.insert_batch(class, chain_of(&b)) };
+        assert_eq!(held(cache, class).0, 1);
+        let c = cache.remove_batch(class, 3);
+        assert_eq!(c.len, 3);
+        assert_eq!(
+            held(cache, class).0,
+            1,
+            "a short refill left the batch alone"
+        );
+        // SAFETY: as above.
+        unsafe { cache.insert_batch(class, c) };
+        // 8-byte objects on a 64-bit target have no word to link batches with.
+        let tiny = class_of_size(8);
+        let t = cache.remove_batch(tiny, cache.batch(tiny));
+        // SAFETY: as above.
+        unsafe { cache.insert_batch(tiny, t) };
+        let expect = if core::mem::size_of::<usize>() == 8 {
+            0
+        } else {
+            1
+        };
+        assert_eq!(held(cache, tiny).0, expect);
+    }
+
+    #[test]
+    fn the_reserve_keeps_empty_spans_up_to_its_bound_and_release_returns_all() {
+        let cache = cache(1, 1);
+        let class = class_of_size(64);
+        let batch = cache.batch(class);
+        // Three spans' worth (1 + 2 + 4 pages: 64 + 128 + 256 objects).
+        let mut all = Vec::new();
+        while all.len() < 448 {
+            all.extend(objects(&cache.remove_batch(class, batch)));
+        }
+        assert_eq!(held(cache, class).2, 3);
+        let freed_before = cache.pages.stats.spans_freed.load(Ordering::Relaxed);
+        // One whole batch stays in the transfer cache; the rest empty all three spans but
+        // the batch's: one empty span is kept, the others go back.
+        for chunk in all.chunks(batch) {
+            // SAFETY: objects from `remove_batch`, returned once.
+            unsafe { cache.insert_batch(class, chain_of(chunk)) };
+        }
+        let (transfer, empty, spans, _) = held(cache, class);
+        assert_eq!((transfer, empty), (1, 1));
+        assert!(
+            spans >= 2,
+            "the reserved span and the transfer batch's span"
+        );
+        assert!(cache.pages.stats.spans_freed.load(Ordering::Relaxed) > freed_before);
+        // A refill takes the reserved span before carving a new one.
+        let allocated = cache.pages.stats.spans_allocated.load(Ordering::Relaxed);
+        let c = cache.remove_batch(class, 5);
+        assert_eq!(held(cache, class).1, 0, "the reserved span is in use again");
+        assert_eq!(
+            cache.pages.stats.spans_allocated.load(Ordering::Relaxed),
+            allocated
+        );
+        // SAFETY: as above.
+        unsafe { cache.insert_batch(class, c) };
+        // The out-of-memory drain gives everything back.
+        cache.release_held();
+        assert_eq!(held(cache, class), (0, 0, 0, 0));
+        assert_eq!(cache.free_bytes(), 0);
+        assert_eq!(cache.pages.stats.span_pages.load(Ordering::Relaxed), 0);
     }
 }

@@ -19,8 +19,12 @@ pub struct Stats {
     pub peak_in_use_bytes: usize,
     /// Bytes of free objects parked in CPU caches.
     pub cpu_cache_bytes: usize,
-    /// Bytes of free objects in the central cache's spans (including never-carved ones).
+    /// Bytes of free objects in the central cache's spans (including never-carved ones, and
+    /// the spans of the reserve, whose objects are all free).
     pub central_cache_bytes: usize,
+    /// Bytes of free objects in the central cache's transfer caches (whole batches between
+    /// one CPU's flush and another's refill).
+    pub transfer_cache_bytes: usize,
     /// Bytes of pages handed out as spans (small-object spans and large objects).
     pub span_bytes: usize,
     /// Bytes of free pages in the page heap.
@@ -236,11 +240,11 @@ impl PageStats {
 
 impl Stats {
     /// Sum every tier's counters into a snapshot: the slots' own counters, the shared ones,
-    /// the central lists' free bytes and the page heap's counters.
+    /// the central tier's free bytes (spans, transfer caches) and the page heap's counters.
     pub(crate) fn collect<'a>(
         slots: impl Iterator<Item = &'a SlotStats>,
         shared: &SharedStats,
-        central_cache_bytes: usize,
+        (central_cache_bytes, transfer_cache_bytes): (usize, usize),
         pages: &PageStats,
         page_shift: u32,
     ) -> Stats {
@@ -272,6 +276,7 @@ impl Stats {
         s.drains = shared.drains.load(Ordering::Relaxed);
         s.failed_allocs = shared.failed.load(Ordering::Relaxed);
         s.central_cache_bytes = central_cache_bytes;
+        s.transfer_cache_bytes = transfer_cache_bytes;
         let pages_bytes = |c: &AtomicUsize| c.load(Ordering::Relaxed) << page_shift;
         s.span_bytes = pages_bytes(&pages.span_pages);
         s.page_heap_free_bytes = pages_bytes(&pages.free_pages);

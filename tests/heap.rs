@@ -68,7 +68,10 @@ fn exhaust(config: Config, bytes: usize, max_size: usize, seed: u64) {
         h.drain_all_cpus();
         let s = h.stats();
         assert_eq!(s.span_bytes, 0, "every span went back to the page heap");
-        assert_eq!(s.cpu_cache_bytes + s.central_cache_bytes, 0);
+        assert_eq!(
+            s.cpu_cache_bytes + s.central_cache_bytes + s.transfer_cache_bytes,
+            0
+        );
     }
 }
 
@@ -348,8 +351,13 @@ fn statistics_follow_the_operations() {
     h.drain_all_cpus();
     let s = h.stats();
     assert_eq!(
-        (s.cpu_cache_bytes, s.central_cache_bytes, s.span_bytes),
-        (0, 0, 0)
+        (
+            s.cpu_cache_bytes,
+            s.central_cache_bytes,
+            s.transfer_cache_bytes,
+            s.span_bytes
+        ),
+        (0, 0, 0, 0)
     );
     assert_eq!(s.spans_allocated, s.spans_freed);
 }

@@ -252,9 +252,18 @@ fn soak(config: Config, bytes: usize, threads: usize, max: u64) {
         );
     }
     h.check_invariants().unwrap();
+    assert_eq!(h.stats().cpu_cache_bytes, 0);
+    // Whole batches in the transfer caches and reserved empty spans stay until the
+    // out-of-memory drain (which `drain_all_cpus` runs).
+    h.drain_all_cpus();
+    h.check_invariants().unwrap();
     let st = h.stats();
     assert_eq!(st.span_bytes, 0, "memory not back in the page heap: {st:?}");
-    assert_eq!(st.cpu_cache_bytes + st.central_cache_bytes, 0, "{st:?}");
+    assert_eq!(
+        st.cpu_cache_bytes + st.central_cache_bytes + st.transfer_cache_bytes,
+        0,
+        "{st:?}"
+    );
     // And the heap still works.
     let l = Layout::from_size_align(100, 8).unwrap();
     let p = h.allocate(l);

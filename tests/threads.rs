@@ -93,12 +93,19 @@ fn cross_slot_stress<const CPUS: usize>(
         assert!(h.drain_cpu(cpu));
     }
     h.check_invariants().unwrap();
+    assert_eq!(h.stats().cpu_cache_bytes, 0);
+    // The transfer caches and the span reserve go back with the out-of-memory drain.
+    h.drain_all_cpus();
+    h.check_invariants().unwrap();
     let s = h.stats();
     assert_eq!(
         s.span_bytes, 0,
         "all memory returns to the page heap: {s:?}"
     );
-    assert_eq!(s.cpu_cache_bytes + s.central_cache_bytes, 0);
+    assert_eq!(
+        s.cpu_cache_bytes + s.central_cache_bytes + s.transfer_cache_bytes,
+        0
+    );
 }
 
 #[test]

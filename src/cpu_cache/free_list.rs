@@ -76,7 +76,8 @@ impl FreeList {
         chain
     }
 
-    /// Prepend a chain.
+    /// Prepend a null-terminated chain. Its tail may be left null (untracked) when the list
+    /// is empty.
     ///
     /// # Safety
     /// The caller must hold the slot's lock and own the chain's objects.
@@ -84,8 +85,11 @@ impl FreeList {
         if chain.len == 0 {
             return;
         }
-        // SAFETY: the chain's tail is a free object the caller owns.
-        unsafe { (*chain.tail).next = self.head };
+        if !self.head.is_null() {
+            // SAFETY: the list is not empty, so the chain's tail is tracked: a free object
+            // the caller owns.
+            unsafe { (*chain.tail).next = self.head };
+        }
         self.head = chain.head;
         self.len += chain.len as u16;
     }

@@ -34,7 +34,7 @@ use lock_api::RawMutex;
 use crate::central_cache::{CentralCache, Chain};
 use crate::page_source::PageSource;
 use crate::platform::{Fault, FaultKind, Platform};
-use crate::size_class::{batch_objects, class_size, NUM_CLASSES};
+use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::stats::{add_owned, SharedStats};
 use crate::sync::{AtomicUsize, Ordering};
@@ -54,8 +54,6 @@ pub(crate) struct CpuCache<S: PageSource, P: Platform, R: RawMutex, const CPUS: 
     pub(crate) shared: SharedStats,
     /// Bytes of free objects a slot may keep before it sends some back.
     budget: usize,
-    /// About how many bytes move in one batch.
-    batch_bytes: usize,
 }
 
 impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, R, CPUS> {
@@ -65,12 +63,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         _ => 0,
     };
 
-    pub(crate) const fn new(
-        central: CentralCache<S, R>,
-        platform: P,
-        budget: usize,
-        batch_bytes: usize,
-    ) -> Self {
+    pub(crate) const fn new(central: CentralCache<S, R>, platform: P, budget: usize) -> Self {
         Self {
             slots: [const { CpuSlot::new() }; CPUS],
             platform,
@@ -78,7 +71,6 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             central,
             shared: SharedStats::new(),
             budget,
-            batch_bytes,
         }
     }
 
@@ -192,7 +184,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
         // The guard is taken by value so that the fast path need not spill it to the stack.
         let g = &g;
-        let batch = batch_objects(class, self.batch_bytes);
+        let batch = self.central.batch(class);
         let want = (g.cache().lists[class].max_len as usize).clamp(1, batch);
         self.sweep_vacated();
         let mut chain = self.central.remove_batch(class, want);
@@ -236,7 +228,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn flush(&self, g: SlotGuard<'_>, class: usize) {
         let g = &g;
         let list = &mut g.cache().lists[class];
-        let batch = batch_objects(class, self.batch_bytes);
+        let batch = self.central.batch(class);
         // SAFETY: we hold the slot.
         let chain = unsafe { list.pop_chain(batch) };
         self.release_chain(g, class, chain);
@@ -275,7 +267,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         add_owned(&st.cached_bytes, bytes.wrapping_neg());
         self.publish(g);
         // SAFETY: the chain holds free objects of `class` that were cached in the slot.
-        unsafe { self.central.insert_batch(class, chain.head) };
+        unsafe { self.central.insert_batch(class, chain) };
     }
 
     // ----- when the slot is taken -------------------------------------------------------
@@ -302,7 +294,12 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         // SAFETY: a single free object of `class`, handed out by this heap.
         unsafe {
             (*obj).next = ptr::null_mut();
-            self.central.insert_batch(class, obj);
+            let one = Chain {
+                head: obj,
+                tail: obj,
+                len: 1,
+            };
+            self.central.insert_batch(class, one);
         }
         self.shared.record_other(false, class_size(class));
     }
@@ -360,8 +357,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         }
     }
 
-    /// Drain every slot that is not in use, so memory parked in caches goes back to the page
-    /// heap before an allocation gives up. Owned slots of other contexts are claimed first and
+    /// Drain every slot that is not in use, then the central cache's transfer caches and span
+    /// reserve, so memory parked in caches goes back to the page heap before an allocation
+    /// gives up. Owned slots of other contexts are claimed first and
     /// then share one heavy barrier.
     #[cold]
     pub(crate) fn drain_all(&self) {
@@ -369,6 +367,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         for g in self.enter_all().iter().flatten() {
             self.drain_slot(g);
         }
+        // What the drained batches did not empty: whole batches parked in the transfer caches
+        // and the reserved empty spans.
+        self.central.release_held();
     }
 
     /// Enter every slot this context can enter now (its own, shared ones that are free, owned

@@ -28,10 +28,18 @@ pub struct Config {
     /// (28 bytes on 32-bit targets, 48 on 64-bit) a smaller share; smaller ones make each class
     /// hold on to less memory, which matters in a heap of a few KiB.
     pub min_span_bytes: usize,
+    /// Whole batches each size class's transfer cache may hold: flushed batches parked for
+    /// the next refill of any CPU, so objects that cross CPUs skip their spans. 0 turns it off.
+    pub transfer_batches: u16,
+    /// Spans with no object in use each size class keeps instead of returning them to the
+    /// page heap at once (so a class that empties and refills a span in turn does not carve
+    /// it again). The out-of-memory drain returns them.
+    pub reserve_spans: u16,
 }
 
 impl Config {
-    /// For kernels and desktops: 4 KiB pages, 1 MiB per CPU slot, 1 MiB growth steps.
+    /// For kernels and desktops: 4 KiB pages, 1 MiB per CPU slot, 1 MiB growth steps, a
+    /// transfer cache of 8 batches and one reserved empty span per class.
     pub const fn new() -> Self {
         Self {
             page_size: 4096,
@@ -40,11 +48,14 @@ impl Config {
             batch_bytes: 16 * 1024,
             grow_bytes: 1024 * 1024,
             min_span_bytes: 4096,
+            transfer_batches: 8,
+            reserve_spans: 1,
         }
     }
 
     /// For firmware heaps of a few KiB to a few hundred KiB: 256-byte pages (so objects up to
-    /// 2 KiB come from size classes), spans of one page, 1 KiB per CPU slot.
+    /// 2 KiB come from size classes), spans of one page, 1 KiB per CPU slot, and no transfer
+    /// cache or span reserve (every free byte goes back to the page heap as soon as it can).
     pub const fn small() -> Self {
         Self {
             page_size: 256,
@@ -53,6 +64,8 @@ impl Config {
             batch_bytes: 256,
             grow_bytes: 0,
             min_span_bytes: 256,
+            transfer_batches: 0,
+            reserve_spans: 0,
         }
     }
 
@@ -82,6 +95,18 @@ impl Config {
     /// Set the least bytes of a size-class span (at most 32 KiB).
     pub const fn with_min_span_bytes(mut self, bytes: usize) -> Self {
         self.min_span_bytes = bytes;
+        self
+    }
+
+    /// Set the whole batches each class's transfer cache may hold (0: none).
+    pub const fn with_transfer_batches(mut self, batches: u16) -> Self {
+        self.transfer_batches = batches;
+        self
+    }
+
+    /// Set the empty spans each class may keep (0: each goes back to the page heap at once).
+    pub const fn with_reserve_spans(mut self, spans: u16) -> Self {
+        self.reserve_spans = spans;
         self
     }
 

@@ -5,12 +5,13 @@ use core::fmt;
 use lock_api::RawMutex;
 
 use super::Heap;
+use crate::central_cache::{CentralClass, CentralList};
 use crate::page_heap::Locked;
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
 use crate::platform::Platform;
 use crate::size_class::class_size;
-use crate::span::{Span, SpanFlags, CLASS_FREED, CLASS_LARGE, CLASS_META, CLASS_NONE};
+use crate::span::{FreeObj, Span, SpanFlags, CLASS_FREED, CLASS_LARGE, CLASS_META, CLASS_NONE};
 use crate::sync::Ordering;
 
 /// Why [`Heap::check_invariants`] failed: what did not hold, and where.
@@ -47,11 +48,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// - the bitmap, the span records and the page map agree page by page, and the free-page
     ///   and span-page counters match;
     /// - every span with a free object is in its class's central list and no other is, each
-    ///   class's free-object counter matches its listed spans, and no span whose objects have
-    ///   all come back is left outside the page heap (free neighbours are merged by
-    ///   construction: free space is the bitmap itself);
+    ///   class's free-object counter matches its listed spans, and the spans whose objects
+    ///   have all come back are the class's reserve, no more than the configuration allows
+    ///   (free neighbours are merged by construction: free space is the bitmap itself);
+    /// - every transfer cache holds its count of whole batches of objects of its class, as
+    ///   its counter says;
     /// - objects are conserved: the bytes handed out of spans equal the bytes cached in CPU
-    ///   slots plus the bytes in use, which match the statistics.
+    ///   slots and transfer caches plus the bytes in use, which match the statistics.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
         let slots = self.cpu.enter_all();
         if slots.iter().any(Option::is_none) {
@@ -108,13 +111,15 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             }
             cached_bytes += bytes;
         }
-        // Each class's listed spans: free objects present, flag set, counter matches.
-        let (mut listed, mut list_spans) = (0usize, 0usize);
-        for (class, c) in self.cpu.central.classes.iter().enumerate().skip(1) {
+        // Each class's listed spans: free objects present, flag set, counter matches; its
+        // reserve of empty spans; its transfer cache.
+        let central = &self.cpu.central;
+        let (mut listed, mut list_spans, mut list_empty) = (0usize, 0usize, 0usize);
+        for (class, c) in central.classes.iter().enumerate().skip(1) {
             // SAFETY: the caller holds every central lock.
             let list = unsafe { &*c.list.data_ptr() };
             list_spans += list.spans;
-            let mut free = 0usize;
+            let (mut free, mut empty) = (0usize, 0usize);
             let mut s = list.head;
             // SAFETY: listed spans are live records.
             while let Some(span) = unsafe { s.as_ref() } {
@@ -126,6 +131,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                     return broken("central list holds a span without free objects", span.start);
                 }
                 free += self.check_span(span)? + (span.capacity - span.carved) as usize;
+                empty += (span.allocated == 0) as usize;
                 s = span.next;
             }
             if c.free_objects.load(Ordering::Relaxed) != free {
@@ -134,9 +140,21 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                     class,
                 );
             }
+            if empty != list.empty as usize || empty > central.reserve_spans as usize {
+                return broken("central span reserve disagrees with its empty spans", class);
+            }
+            list_empty += empty;
+            cached_bytes += self.check_transfer(class, list, c)?;
         }
-        let (spans, with_free, handed_bytes, free_pages, span_pages) =
-            self.pages().with_locked(|l| self.check_extents(l))?;
+        let totals = self.pages().with_locked(|l| self.check_extents(l))?;
+        let ExtentTotals {
+            spans,
+            with_free,
+            empty,
+            handed_bytes,
+            free_pages,
+            span_pages,
+        } = totals;
         let ps = &self.pages().stats;
         if free_pages != ps.free_pages.load(Ordering::Relaxed) {
             return broken("free-page counter disagrees with the bitmaps", free_pages);
@@ -155,10 +173,56 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if list_spans != spans {
             return broken("central span counts disagree with the page map", spans);
         }
+        if list_empty != empty {
+            return broken("an empty span is neither reserved nor returned", empty);
+        }
         if handed_bytes < cached_bytes {
             return broken("more bytes cached than handed out of spans", cached_bytes);
         }
         Ok(handed_bytes - cached_bytes)
+    }
+
+    /// Walk `class`'s transfer cache: its batch count, whole batches of carved objects of the
+    /// class, its object counter. Returns the bytes it holds.
+    fn check_transfer(
+        &self,
+        class: usize,
+        list: &CentralList,
+        c: &CentralClass<R>,
+    ) -> Result<usize, InvariantError> {
+        let batch = self.cpu.central.batch(class);
+        let (mut batches, mut objects) = (0usize, 0usize);
+        let mut b = list.transfer;
+        while !b.is_null() {
+            batches += 1;
+            if batches > list.transfer_len as usize {
+                return broken("transfer cache longer than its count", b as usize);
+            }
+            let mut n = 0usize;
+            let mut o = b;
+            while !o.is_null() {
+                self.check_object(o as usize, class)?;
+                n += 1;
+                if n > batch {
+                    return broken("transfer batch longer than a batch", b as usize);
+                }
+                // SAFETY: objects of a transfer batch are free and hold their link.
+                o = unsafe { (*o).next };
+            }
+            if n != batch {
+                return broken("transfer batch shorter than a batch", b as usize);
+            }
+            objects += n;
+            // SAFETY: a batch's first object holds the next batch in its second word (the
+            // class has two-word objects, or its transfer cache would be empty).
+            b = unsafe { *b.cast::<*mut FreeObj>().add(1) };
+        }
+        if batches != list.transfer_len as usize
+            || objects != c.transfer_objects.load(Ordering::Relaxed)
+        {
+            return broken("transfer cache counters disagree with its batches", class);
+        }
+        Ok(objects * class_size(class))
     }
 
     /// An object of `class` at `addr` must lie at an object boundary of a span of `class`.
@@ -208,15 +272,11 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     }
 
     /// The page-by-page part of [`check_locked`](Self::check_locked), under the page-heap
-    /// lock: bitmaps, span records and page map agree. Returns (small spans, spans with free
-    /// objects, bytes handed out of spans, free pages, span pages).
-    fn check_extents(
-        &self,
-        l: &mut Locked<'_, S>,
-    ) -> Result<(usize, usize, usize, usize, usize), InvariantError> {
+    /// lock: bitmaps, span records and page map agree.
+    fn check_extents(&self, l: &mut Locked<'_, S>) -> Result<ExtentTotals, InvariantError> {
         let page = self.page_size();
         let (mut spans, mut with_free, mut handed_bytes) = (0usize, 0usize, 0usize);
-        let (mut free_pages, mut span_pages) = (0usize, 0usize);
+        let (mut free_pages, mut span_pages, mut empty) = (0usize, 0usize, 0usize);
         for ext in l.extents() {
             let mut ext_free = 0;
             // A direct extent has an entry for its first page only, and is all used or all
@@ -263,9 +323,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 }
                 spans += 1;
                 self.check_span(s)?;
-                if s.allocated == 0 {
-                    return broken("empty span not returned to the page heap", s.start);
-                }
+                empty += (s.allocated == 0) as usize;
                 if s.has_free() != s.flags.contains(SpanFlags::IN_CENTRAL) {
                     return broken(
                         "span's central-list flag disagrees with its free objects",
@@ -283,8 +341,29 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             }
             free_pages += ext_free;
         }
-        Ok((spans, with_free, handed_bytes, free_pages, span_pages))
+        Ok(ExtentTotals {
+            spans,
+            with_free,
+            empty,
+            handed_bytes,
+            free_pages,
+            span_pages,
+        })
     }
+}
+
+/// What [`Heap::check_invariants`] counts page by page.
+struct ExtentTotals {
+    /// Small-object spans.
+    spans: usize,
+    /// Of them, those with a free object.
+    with_free: usize,
+    /// Of them, those with no object handed out.
+    empty: usize,
+    /// Bytes handed out of spans (objects, large spans).
+    handed_bytes: usize,
+    free_pages: usize,
+    span_pages: usize,
 }
 
 #[cfg(test)]

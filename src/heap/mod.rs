@@ -25,7 +25,7 @@ use self::config::FAST_SIZE;
 #[cfg(test)]
 pub(crate) use self::config::MAX_MIN_SPAN_BYTES;
 pub use self::invariants::InvariantError;
-use crate::central_cache::CentralCache;
+use crate::central_cache::{CentralCache, CentralPolicy};
 use crate::cpu_cache::CpuCache;
 use crate::page_heap::{Geometry, PageHeap};
 use crate::page_map::PageMap;
@@ -78,14 +78,15 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             page_shift,
             grow_bytes: config.grow_bytes,
         };
-        let central = CentralCache::new(source, geom, config.min_span_bytes);
+        let policy = CentralPolicy {
+            min_span_bytes: config.min_span_bytes,
+            batch_bytes: config.batch_bytes,
+            transfer_batches: config.transfer_batches,
+            reserve_spans: config.reserve_spans,
+        };
+        let central = CentralCache::new(source, geom, policy);
         Self {
-            cpu: CpuCache::new(
-                central,
-                platform,
-                config.cpu_cache_bytes,
-                config.batch_bytes,
-            ),
+            cpu: CpuCache::new(central, platform, config.cpu_cache_bytes),
             cfg: config,
             page_shift,
         }
@@ -356,7 +357,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         self.cpu.drain_cpu(cpu)
     }
 
-    /// Drain every CPU slot that is not in use.
+    /// Drain every CPU slot that is not in use, then the central cache's transfer caches and
+    /// its reserve of empty spans, so that everything cached is back in the page heap.
     pub fn drain_all_cpus(&self) {
         self.cpu.drain_all();
     }
@@ -374,7 +376,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         Stats::collect(
             self.cpu.slots.iter().map(|s| &s.stats),
             &self.cpu.shared,
-            self.cpu.central.free_bytes(),
+            (
+                self.cpu.central.free_bytes(),
+                self.cpu.central.transfer_bytes(),
+            ),
             &self.pages().stats,
             self.page_shift,
         )

@@ -520,7 +520,11 @@ impl<S: Source> Harness<S> {
         assert_eq!(s.in_use_bytes, 0, "{s:?}");
         assert_eq!(s.allocs, s.frees, "{s:?}");
         assert_eq!(s.span_bytes, 0, "{s:?}");
-        assert_eq!(s.cpu_cache_bytes + s.central_cache_bytes, 0, "{s:?}");
+        assert_eq!(
+            s.cpu_cache_bytes + s.central_cache_bytes + s.transfer_cache_bytes,
+            0,
+            "{s:?}"
+        );
     }
 }
 
