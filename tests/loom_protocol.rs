@@ -21,6 +21,10 @@
 //!   never race, and every object is conserved.
 //! - `loom_batch_transfer_*`: one CPU flushes a batch into the central cache while another
 //!   refills a batch from it.
+//! - `loom_transfer_cache_*`: a whole batch is handed from one CPU to another through the
+//!   class's transfer cache (linked through the second word of its first object) while a
+//!   third context runs the out-of-memory drain (`CentralCache::release_held`) that sorts
+//!   the transfer cache back into spans.
 //! - `loom_span_return_*`: the last objects of a span come back on two CPUs at once while a
 //!   third allocates (and may get the span's page back as a new span); the span goes to the
 //!   page heap exactly once, never while an object of it is live, and the lock-free page-map
@@ -157,6 +161,10 @@ mod models {
         spans: Vec<SpanRec>,
         /// `CentralClass::free_objects`.
         free_objects: usize,
+        /// `CentralList::transfer` / `transfer_len`: whole batches, each linked to the next
+        /// through the second word of its first object.
+        transfer: usize,
+        transfer_len: usize,
     }
 
     struct PageHeap {
@@ -168,6 +176,10 @@ mod models {
     struct World {
         /// The first word of every object: its free-list link, or user data.
         objs: Vec<UnsafeCell<usize>>,
+        /// The second word of every object: a transfer batch's link to the next batch.
+        objs2: Vec<UnsafeCell<usize>>,
+        /// `Config::transfer_batches` (0: no transfer cache).
+        transfer_cap: usize,
         slots: Vec<Slot>,
         central: Mutex<Central>,
         page_heap: Mutex<PageHeap>,
@@ -181,8 +193,24 @@ mod models {
 
     impl World {
         fn new(pages: usize, cpus: usize, kind: TryKind, acquire: Ordering) -> Arc<World> {
+            Self::build(pages, cpus, kind, acquire, 0)
+        }
+
+        fn with_transfer(pages: usize, cpus: usize, transfer_cap: usize) -> Arc<World> {
+            Self::build(pages, cpus, TryKind::Cas, Ordering::Acquire, transfer_cap)
+        }
+
+        fn build(
+            pages: usize,
+            cpus: usize,
+            kind: TryKind,
+            acquire: Ordering,
+            transfer_cap: usize,
+        ) -> Arc<World> {
             Arc::new(World {
                 objs: (0..pages * OPP).map(|_| UnsafeCell::new(0)).collect(),
+                objs2: (0..pages * OPP).map(|_| UnsafeCell::new(0)).collect(),
+                transfer_cap,
                 slots: (0..cpus)
                     .map(|_| Slot {
                         lock: TryLock {
@@ -210,6 +238,8 @@ mod models {
                         pages
                     ],
                     free_objects: 0,
+                    transfer: NIL,
+                    transfer_len: 0,
                 }),
                 page_heap: Mutex::new(PageHeap {
                     used: vec![false; pages],
@@ -228,6 +258,12 @@ mod models {
         }
         fn set_link(&self, o: usize, next: usize) {
             self.objs[o].with_mut(|p| unsafe { *p = next });
+        }
+        fn batch_link(&self, o: usize) -> usize {
+            self.objs2[o].with(|p| unsafe { *p })
+        }
+        fn set_batch_link(&self, o: usize, next: usize) {
+            self.objs2[o].with_mut(|p| unsafe { *p = next });
         }
 
         // ----- page heap (src/page_heap/) ---------------------------------------------
@@ -253,9 +289,17 @@ mod models {
 
         // ----- central cache (src/central_cache.rs) -----------------------------------
 
-        /// `CentralClass::remove_batch`: up to `n` objects as a chain linked through them.
+        /// `CentralCache::remove_batch`: a whole batch from the transfer cache if `n` is one
+        /// and one is there (`pop_transfer`), else up to `n` objects from the spans as a chain
+        /// linked through them (`remove_from_spans`).
         fn remove_batch(&self, n: usize) -> (usize, usize) {
             let mut c = self.central.lock().unwrap();
+            if n == self.batch && c.transfer != NIL {
+                let head = c.transfer;
+                c.transfer = self.batch_link(head);
+                c.transfer_len -= 1;
+                return (head, n);
+            }
             let (mut head, mut len) = (NIL, 0);
             while len < n {
                 let span = match c.spans.iter().position(|s| s.in_central) {
@@ -300,10 +344,33 @@ mod models {
             (head, len)
         }
 
-        /// `CentralClass::insert_batch`: objects back into their spans (found through the
-        /// page map); a span with nothing out goes to the page heap.
-        fn insert_batch(&self, mut head: usize) {
+        /// `CentralCache::insert_batch`: a whole batch onto the transfer cache if there is
+        /// room (`push_transfer`), else the objects back into their spans.
+        fn insert_batch(&self, head: usize, len: usize) {
             let mut c = self.central.lock().unwrap();
+            if len == self.batch && c.transfer_len < self.transfer_cap {
+                self.set_batch_link(head, c.transfer);
+                c.transfer = head;
+                c.transfer_len += 1;
+                return;
+            }
+            self.insert_into_spans(&mut c, head);
+        }
+
+        /// `CentralCache::release_held`: every transfer batch back into its spans.
+        fn release_held(&self) {
+            let mut c = self.central.lock().unwrap();
+            while c.transfer != NIL {
+                let head = c.transfer;
+                c.transfer = self.batch_link(head);
+                c.transfer_len -= 1;
+                self.insert_into_spans(&mut c, head);
+            }
+        }
+
+        /// `CentralClass::insert_into_spans`: objects back into their spans (found through
+        /// the page map); a span with nothing out goes to the page heap (no span reserve).
+        fn insert_into_spans(&self, c: &mut Central, mut head: usize) {
             while head != NIL {
                 let o = head;
                 head = self.link(o);
@@ -416,13 +483,13 @@ mod models {
                         self.set_link(tail, NIL);
                         l.len -= n;
                         self.bump_cached(slot, -(n as isize));
-                        self.insert_batch(head);
+                        self.insert_batch(head, n);
                     }
                 });
                 slot.lock.unlock();
             } else {
                 self.set_link(o, NIL);
-                self.insert_batch(o);
+                self.insert_batch(o, 1);
             }
         }
 
@@ -435,14 +502,14 @@ mod models {
             slot.cache.with_mut(|l| {
                 let l = unsafe { &mut *l };
                 if l.head != NIL {
-                    let head = l.head;
+                    let (head, len) = (l.head, l.len);
                     self.bump_cached(slot, -(l.len as isize));
                     *l = List {
                         head: NIL,
                         len: 0,
                         max_len: 1,
                     };
-                    self.insert_batch(head);
+                    self.insert_batch(head, len);
                 }
             });
             slot.lock.unlock();
@@ -461,12 +528,18 @@ mod models {
                 assert!(self.drain(cpu), "slot {cpu} left locked");
                 assert_eq!(self.slots[cpu].cached.load(Ordering::Relaxed), 0);
             }
+            self.release_held();
             let mut user = 0;
             for &o in live {
                 user |= 1 << o;
             }
             assert_eq!(self.user.load(Ordering::Relaxed), user, "user set");
             let c = self.central.lock().unwrap();
+            assert_eq!(
+                (c.transfer, c.transfer_len),
+                (NIL, 0),
+                "transfer cache drained"
+            );
             let ph = self.page_heap.lock().unwrap();
             let mut free_objects = 0;
             for (page, s) in c.spans.iter().enumerate() {
@@ -581,6 +654,48 @@ mod models {
             live.extend(x);
             live.extend(y);
             w.check_quiescent(&live);
+        });
+    }
+
+    #[test]
+    fn loom_transfer_cache_hands_a_batch_over_while_a_drain_runs() {
+        loom::model(|| {
+            let w = World::with_transfer(3, 2, 1);
+            // CPU 0 holds three objects and caches one; its next free flushes a whole batch
+            // of two, which fits in the transfer cache.
+            let a = w.alloc(0).unwrap();
+            let b = w.alloc(0).unwrap();
+            let c = w.alloc(0).unwrap();
+            w.free(0, c);
+            w.set_max_len(0, 1);
+            // CPU 1's refill wants a whole batch.
+            w.set_max_len(1, 2);
+            let t0 = {
+                let w = w.clone();
+                thread::spawn(move || w.free(0, a))
+            };
+            let t1 = {
+                let w = w.clone();
+                // From the transfer cache if the batch is there, else from the spans (a
+                // drained batch's, or a new span).
+                thread::spawn(move || (w.alloc(1), w.alloc(1)))
+            };
+            let t2 = {
+                let w = w.clone();
+                // The out-of-memory drain's central half, on a third context.
+                thread::spawn(move || w.release_held())
+            };
+            t0.join().unwrap();
+            let (x, y) = t1.join().unwrap();
+            t2.join().unwrap();
+            let mut live = vec![b];
+            live.extend(x);
+            live.extend(y);
+            w.check_quiescent(&live);
+            for o in live {
+                w.free(1, o);
+            }
+            w.check_quiescent(&[]);
         });
     }
 
