@@ -8,6 +8,9 @@ use crate::page_source::Run;
 
 pub(super) const WORD_BITS: usize = usize::BITS as usize;
 
+/// Window sizes with a search hint: 1, 2, 4, ... 64 pages.
+pub(super) const HINT_SIZES: usize = 7;
+
 /// A run of pages obtained from the source, with its bitmap.
 pub(crate) struct Extent {
     /// Address of page 0.
@@ -18,8 +21,16 @@ pub(crate) struct Extent {
     pub(super) bitmap: *mut usize,
     /// Free pages in the extent.
     pub(crate) free_count: usize,
-    /// No page below this index is free.
-    pub(super) hint: usize,
+    /// Search hints by window size: no `1 << k` free pages in a row start below `hints[k]`
+    /// (so `hints[0]`: no page below it is free). A search for `n` pages starts at the hint
+    /// of the largest window size up to `n` and raises the hints it learns about; a free
+    /// lowers the hints of the window sizes its merged run holds. A request for 16 pages then
+    /// starts past the small holes that only fit small spans.
+    pub(super) hints: [usize; HINT_SIZES],
+    /// No run of free pages is longer than this: lowered when a first-fit search fails,
+    /// raised to the merged run's length when pages are freed. Extents too fragmented for a
+    /// request are skipped without a scan.
+    pub(super) longest: usize,
     pub(crate) next: *mut Extent,
     /// Whether a clean bitmap follows the bitmap: one bit per page, 1 = free and known zero
     /// (not backed). Only with a [`ZERO_FILLED`](PageSource::ZERO_FILLED) source.
@@ -58,6 +69,19 @@ pub(super) fn masks(start: usize, n: usize) -> impl Iterator<Item = (usize, usiz
         i = w * WORD_BITS + hi;
         Some((w, mask))
     })
+}
+
+/// Given `free` whose bit `i` is set iff bits `i..i + k` of a word are all free (`k = 1`: the
+/// word's free bits), the same for `n >= k` (`n <= WORD_BITS`): bit `i` is set iff `n`
+/// consecutive free pages start at `i`, inside the word. Each step doubles the run length a
+/// bit vouches for, so it takes about `log2(n / k)` shifts.
+fn runs_of(mut free: usize, mut k: usize, n: usize) -> usize {
+    while k < n {
+        let s = (n - k).min(k);
+        free &= free >> s;
+        k += s;
+    }
+    free
 }
 
 impl Extent {
@@ -161,12 +185,41 @@ impl Extent {
         }
         if used {
             self.free_count -= n;
-            if start == self.hint {
-                self.hint = end;
+            if start == self.hints[0] {
+                self.hints[0] = end;
             }
         } else {
             self.free_count += n;
-            self.hint = self.hint.min(start);
+            let run_start = self.prev_used_end(start);
+            let run = self.next_with(end, true) - run_start;
+            self.longest = self.longest.max(run);
+            for (k, hint) in self.hints.iter_mut().enumerate() {
+                if run >= 1 << k {
+                    *hint = (*hint).min(run_start);
+                }
+            }
+        }
+    }
+
+    /// One past the last page below `from` that is in use, or 0 if none is.
+    fn prev_used_end(&self, from: usize) -> usize {
+        let mut w = from / WORD_BITS;
+        let bit = from % WORD_BITS;
+        // Pages below `from` in its word.
+        let mut x = if bit == 0 {
+            0
+        } else {
+            self.word(w) & ((1usize << bit) - 1)
+        };
+        loop {
+            if x != 0 {
+                return w * WORD_BITS + WORD_BITS - x.leading_zeros() as usize;
+            }
+            if w == 0 {
+                return 0;
+            }
+            w -= 1;
+            x = self.word(w);
         }
     }
 
@@ -197,13 +250,21 @@ impl Extent {
 
     /// First-fit search for `n` free pages whose first page's address is a multiple of
     /// `align` bytes.
-    pub(super) fn find(&self, n: usize, align: usize, page_shift: u32) -> Option<usize> {
-        if self.free_count < n {
+    pub(super) fn find(&mut self, n: usize, align: usize, page_shift: u32) -> Option<usize> {
+        if self.free_count < n || self.longest < n {
             return None;
         }
         let align_pages = (align >> page_shift).max(1);
+        if align_pages == 1 {
+            let found = self.find_unaligned(n);
+            if found.is_none() {
+                // The search covered every free page (none is below the hint).
+                self.longest = n - 1;
+            }
+            return found;
+        }
         let first_abs = self.base >> page_shift;
-        let mut pos = self.hint;
+        let mut pos = self.hints[0];
         while pos < self.pages {
             let start = self.next_with(pos, false);
             if start >= self.pages {
@@ -220,6 +281,84 @@ impl Extent {
         None
     }
 
+    /// First fit for `n >= 1` pages with no alignment beyond a page, a word of the bitmap at a
+    /// time: the cost is per word scanned, not per hole, so a bitmap full of holes too small
+    /// for `n` costs what a full one does. A run that fits inside one word is found with
+    /// [`runs_of`]; one that crosses words is found by carrying the free pages at the top of
+    /// each word into the next. It returns the lowest start of `n` free pages, as a walk from
+    /// hole to hole would.
+    ///
+    /// The scan starts at the hint of `s`, the largest hinted window size up to `n`, and also
+    /// notes where the first window of `s` pages starts; a word with no such window has no
+    /// window of `n` either and costs a few instructions.
+    fn find_unaligned(&mut self, n: usize) -> Option<usize> {
+        let k = (usize::BITS - 1 - n.leading_zeros()).min(HINT_SIZES as u32 - 1) as usize;
+        let s = 1usize << k;
+        let from = self.hints[k].max(self.hints[0]);
+        let (first_s, at) = self.scan(from, n, s);
+        // No window of `s` below `first_s`; none of `n` (or more) below `at`.
+        self.hints[k] = self.hints[k].max(first_s);
+        let learned = at.unwrap_or(self.pages);
+        for (j, hint) in self.hints.iter_mut().enumerate().skip(k) {
+            if 1 << j >= n {
+                *hint = (*hint).max(learned);
+            }
+        }
+        at
+    }
+
+    /// The word-at-a-time scan of [`find_unaligned`](Self::find_unaligned) from page `from`:
+    /// where the first window of `s <= n` pages starts (`pages` if none does) and where the
+    /// first of `n` does.
+    fn scan(&self, from: usize, n: usize, s: usize) -> (usize, Option<usize>) {
+        let words = self.words();
+        let mut w = from / WORD_BITS;
+        if w >= words {
+            return (self.pages, None);
+        }
+        // Windows start at `from` or later; the mask keeps the pages below it out.
+        let mut free = !self.word(w) & (!0usize << (from % WORD_BITS));
+        // Free pages ending at the top of the previous word.
+        let mut carry = 0usize;
+        let mut first_s = None;
+        loop {
+            if carry > 0 {
+                let run = carry + free.trailing_ones() as usize;
+                if run >= s {
+                    first_s.get_or_insert(w * WORD_BITS - carry);
+                }
+                if run >= n {
+                    let at = w * WORD_BITS - carry;
+                    return (first_s.unwrap_or(at), Some(at));
+                }
+            }
+            if s <= WORD_BITS {
+                let m = runs_of(free, 1, s);
+                if m != 0 {
+                    first_s.get_or_insert(w * WORD_BITS + m.trailing_zeros() as usize);
+                    if n <= WORD_BITS {
+                        let m = runs_of(m, s, n);
+                        if m != 0 {
+                            let at = w * WORD_BITS + m.trailing_zeros() as usize;
+                            return (first_s.unwrap_or(at), Some(at));
+                        }
+                    }
+                }
+            }
+            carry = if free == !0 {
+                carry + WORD_BITS
+            } else {
+                free.leading_ones() as usize
+            };
+            w += 1;
+            if w >= words {
+                // Bits past `pages` in the last word are set (in use): no run ends past it.
+                return (first_s.unwrap_or(self.pages), None);
+            }
+            free = !self.word(w);
+        }
+    }
+
     /// The highest free page, if any.
     pub(super) fn last_free(&self) -> Option<usize> {
         if self.free_count == 0 {
@@ -233,5 +372,138 @@ impl Extent {
 
     pub(crate) fn contains(&self, addr: usize, page_shift: u32) -> bool {
         addr.wrapping_sub(self.base) < self.pages << page_shift
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// An extent over `bits` (true = in use), with the bits past the end set.
+    fn extent(bits: &[bool], hint: usize, words: &mut Vec<usize>) -> Extent {
+        words.clear();
+        words.resize(bits.len().div_ceil(WORD_BITS), !0);
+        for (i, &used) in bits.iter().enumerate() {
+            if !used {
+                words[i / WORD_BITS] &= !(1 << (i % WORD_BITS));
+            }
+        }
+        Extent {
+            base: 0,
+            pages: bits.len(),
+            bitmap: words.as_mut_ptr(),
+            free_count: bits.iter().filter(|u| !**u).count(),
+            hints: [hint; HINT_SIZES],
+            longest: bits.len(),
+            next: ptr::null_mut(),
+            has_clean: false,
+            direct: false,
+            run_base: 0,
+            run_len: 0,
+            slack: 0,
+        }
+    }
+
+    /// The lowest `i >= hint` with `bits[i..i + n]` all free.
+    fn reference(bits: &[bool], hint: usize, n: usize) -> Option<usize> {
+        (hint..bits.len().saturating_sub(n - 1)).find(|&i| bits[i..i + n].iter().all(|u| !u))
+    }
+
+    #[test]
+    fn runs_of_finds_runs_inside_a_word() {
+        assert_eq!(runs_of(0b0111_0110, 1, 1), 0b0111_0110);
+        assert_eq!(runs_of(0b0111_0110, 1, 2), 0b0011_0010);
+        assert_eq!(runs_of(0b0111_0110, 1, 3), 0b0001_0000);
+        assert_eq!(runs_of(0b0011_0010, 2, 3), 0b0001_0000);
+        assert_eq!(runs_of(0b0111_0110, 1, 4), 0);
+        assert_eq!(runs_of(!0, 1, WORD_BITS), 1);
+        assert_eq!(runs_of(!0 >> 1, 1, WORD_BITS), 0);
+    }
+
+    #[test]
+    fn a_run_across_words_and_at_the_end() {
+        let mut w = Vec::new();
+        let mut bits = std::vec![true; 200];
+        // Free: 60..70 (across words 0 and 1), 120..200 (to the end, across 1, 2, 3).
+        bits[60..70].iter_mut().for_each(|b| *b = false);
+        bits[120..].iter_mut().for_each(|b| *b = false);
+        let mut e = extent(&bits, 60, &mut w);
+        assert_eq!(e.find_unaligned(10), Some(60));
+        assert_eq!(e.find_unaligned(11), Some(120));
+        assert_eq!(e.hints[3], 60, "the 10-page run holds 8");
+        assert_eq!(e.hints[4], 120, "no 16 pages below 120");
+        assert_eq!(e.find_unaligned(80), Some(120));
+        assert_eq!(e.find_unaligned(81), None);
+        assert_eq!(e.hints[6], 120, "the 80-page run still holds 64");
+        // Freeing pages that join the two runs lowers the hints the merged run can serve.
+        e.set_range(70, 50, false);
+        assert_eq!(e.hints[6], 60);
+        assert_eq!(e.find_unaligned(81), Some(60));
+    }
+
+    /// Random frees, takes and searches against a model bitmap: what `find` returns is the
+    /// lowest fit, and the `longest` bound never hides a run that exists.
+    fn ops_match_the_model(
+        ops: &[(bool, usize, usize)],
+        pages: usize,
+    ) -> Result<(), TestCaseError> {
+        let mut bits = std::vec![false; pages];
+        let mut w = Vec::new();
+        let mut e = extent(&bits, 0, &mut w);
+        for &(take, at, n) in ops {
+            let n = n.clamp(1, pages);
+            if take {
+                let got = e.find(n, 1, 12);
+                let first = bits.iter().position(|u| !u).unwrap_or(pages);
+                prop_assert_eq!(got, reference(&bits, first, n));
+                if let Some(i) = got {
+                    e.set_range(i, n, true);
+                    bits[i..i + n].iter_mut().for_each(|b| *b = true);
+                }
+            } else {
+                // Free the used run that holds `at`, up to `n` pages of it.
+                let at = at % pages;
+                if bits[at] {
+                    let len = bits[at..].iter().take(n).take_while(|u| **u).count();
+                    e.set_range(at, len, false);
+                    bits[at..at + len].iter_mut().for_each(|b| *b = false);
+                }
+            }
+            let longest = bits.split(|u| *u).map(|run| run.len()).max().unwrap_or(0);
+            prop_assert!(
+                e.longest >= longest,
+                "bound {} below a run of {}",
+                e.longest,
+                longest
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn searches_and_frees_keep_first_fit_and_the_bound(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0usize..1000, 1usize..40), 1..200),
+            pages in 1usize..300,
+        ) {
+            ops_match_the_model(&ops, pages)?;
+        }
+
+        #[test]
+        fn word_first_fit_matches_a_hole_walk(
+            bits in proptest::collection::vec(proptest::bool::weighted(0.6), 1..400),
+            n in 1usize..150,
+        ) {
+            let hint = bits.iter().position(|u| !u).unwrap_or(bits.len());
+            let mut w = Vec::new();
+            let mut e = extent(&bits, hint, &mut w);
+            prop_assert_eq!(e.find_unaligned(n), reference(&bits, hint, n));
+            if e.free_count >= n {
+                prop_assert_eq!(e.find(n, 1, 12), reference(&bits, hint, n));
+            }
+        }
     }
 }

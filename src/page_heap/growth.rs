@@ -5,7 +5,7 @@
 use core::mem::{align_of, size_of};
 use core::ptr::{self, NonNull};
 
-use super::extent::{Extent, WORD_BITS};
+use super::extent::{Extent, HINT_SIZES, WORD_BITS};
 use super::{bump_alloc, Locked};
 use crate::page_map::PageMap;
 use crate::page_source::{PageSource, Run};
@@ -136,7 +136,8 @@ impl<S: PageSource> Locked<'_, S> {
                 pages,
                 bitmap,
                 free_count: pages,
-                hint: 0,
+                hints: [0; HINT_SIZES],
+                longest: pages,
                 next: ptr::null_mut(),
                 has_clean: S::ZERO_FILLED,
                 direct: false,
@@ -236,7 +237,8 @@ impl<S: PageSource> Locked<'_, S> {
                 pages,
                 bitmap: ptr::null_mut(),
                 free_count: 0,
-                hint: 0,
+                hints: [0; HINT_SIZES],
+                longest: 0,
                 next: ptr::null_mut(),
                 has_clean: false,
                 direct: true,
