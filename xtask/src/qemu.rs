@@ -1,17 +1,14 @@
 //! `cargo xtask qemu`: build the bare-metal suites under `qemu/` and run them in QEMU.
 //!
-//! Std only, no crates. Two kinds of suite:
-//!
-//! * **embedded-test** (`qemu/firmware`, Cortex-M): each test binary lists its tests in
-//!   the ELF's `.embedded_test` section (one symbol per test whose *name* is a JSON
-//!   descriptor and whose value is a `(fn() -> !, &'static str)` tuple: entry point and
-//!   module path). Every test is one boot of QEMU with
-//!   `-semihosting-config enable=on,target=native,arg=run_addr,arg=<entry, decimal>`;
-//!   embedded-test calls the entry, which ends in semihosting `exit(0)` (pass) or
-//!   `abort()` = exit status 134 (fail / panic).
-//! * **kernel** (`qemu/kernel`, riscv64 `virt -smp 4`): one boot runs every scenario.
-//!   The kernel prints `test <name> ... ok` / `test <name> ... FAILED` lines on the UART
-//!   and exits QEMU through the SiFive test device (status 0 = pass).
+//! Std only, no crates. Every suite is an **embedded-test** suite (`qemu/firmware` on the
+//! Cortex-M machines, `qemu/kernel` on riscv64 `virt -smp 4`): each test binary lists its
+//! tests in the ELF's `.embedded_test` section (one symbol per test whose *name* is a JSON
+//! descriptor and whose value is a `(fn() -> !, &'static str)` tuple: entry point and
+//! module path). Every test is one boot of QEMU with
+//! `-semihosting-config enable=on,target=native,arg=run_addr,arg=<entry, decimal>`;
+//! embedded-test calls the entry, which ends in semihosting `exit(0)` (pass) or
+//! `abort()` = exit status 134 (fail / panic). On the 4-hart kernel the test runs on hart 0
+//! and hands its body to the other harts; any hart may end the boot with `abort()`.
 //!
 //! Every QEMU run has a deadline; a hang is killed and counted as a failure.
 //!
@@ -28,16 +25,6 @@ use std::time::{Duration, Instant};
 const DEFAULT_TIMEOUT_S: u64 = 30;
 /// Extra time granted on top of a test's own timeout for QEMU to start and load.
 const BOOT_SLACK_S: u64 = 2;
-/// Deadline for one boot of the SMP kernel (all scenarios).
-const KERNEL_TIMEOUT_S: u64 = 120;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// embedded-test binaries, one QEMU boot per test.
-    EmbeddedTest,
-    /// One binary, one boot, per-scenario lines on the UART, SiFive test device exit.
-    Kernel,
-}
 
 /// One crate built for one target and booted on one QEMU machine.
 struct Suite {
@@ -51,7 +38,6 @@ struct Suite {
     machine: &'static str,
     qemu: &'static str,
     qemu_args: &'static [&'static str],
-    kind: Kind,
 }
 
 const SUITES: &[Suite] = &[
@@ -63,7 +49,6 @@ const SUITES: &[Suite] = &[
         machine: "mps2-an386",
         qemu: "qemu-system-arm",
         qemu_args: &["-M", "mps2-an386", "-cpu", "cortex-m4"],
-        kind: Kind::EmbeddedTest,
     },
     // The same suite without the `checked` feature: the fast paths that ship.
     Suite {
@@ -74,7 +59,6 @@ const SUITES: &[Suite] = &[
         machine: "mps2-an386",
         qemu: "qemu-system-arm",
         qemu_args: &["-M", "mps2-an386", "-cpu", "cortex-m4"],
-        kind: Kind::EmbeddedTest,
     },
     Suite {
         crate_dir: "qemu/firmware",
@@ -84,7 +68,6 @@ const SUITES: &[Suite] = &[
         machine: "mps2-an385",
         qemu: "qemu-system-arm",
         qemu_args: &["-M", "mps2-an385", "-cpu", "cortex-m3"],
-        kind: Kind::EmbeddedTest,
     },
     Suite {
         crate_dir: "qemu/firmware",
@@ -94,7 +77,6 @@ const SUITES: &[Suite] = &[
         machine: "microbit",
         qemu: "qemu-system-arm",
         qemu_args: &["-M", "microbit"],
-        kind: Kind::EmbeddedTest,
     },
     Suite {
         crate_dir: "qemu/kernel",
@@ -104,7 +86,6 @@ const SUITES: &[Suite] = &[
         machine: "virt -smp 4",
         qemu: "qemu-system-riscv64",
         qemu_args: &["-M", "virt", "-smp", "4", "-m", "128M", "-bios", "none"],
-        kind: Kind::Kernel,
     },
 ];
 
@@ -154,10 +135,7 @@ pub fn run() -> Result<(usize, usize), String> {
             }
         };
         for (name, elf) in binaries {
-            match suite.kind {
-                Kind::EmbeddedTest => run_embedded_test_binary(suite, &name, &elf, &mut tally),
-                Kind::Kernel => run_kernel(suite, &name, &elf, &mut tally),
-            }
+            run_embedded_test_binary(suite, &name, &elf, &mut tally);
         }
     }
     println!();
@@ -166,7 +144,7 @@ pub fn run() -> Result<(usize, usize), String> {
 }
 
 /// Cargo-runner entry point (see `qemu/runner`): `<machine> <elf> [filter]`.
-/// Runs every test of one embedded-test ELF on the named machine (or boots a kernel).
+/// Runs every test of one embedded-test ELF on the named machine.
 /// Returns `(passed, failed)`.
 #[allow(dead_code)] // used by qemu/runner (the cargo runner), not by the xtask binary
 pub fn run_elf(machine: &str, elf: &Path, filter: Option<&str>) -> Result<(usize, usize), String> {
@@ -189,10 +167,7 @@ pub fn run_elf(machine: &str, elf: &Path, filter: Option<&str>) -> Result<(usize
         filter: filter.map(str::to_string),
         ..Tally::default()
     };
-    match suite.kind {
-        Kind::EmbeddedTest => run_embedded_test_binary(suite, &name, elf, &mut tally),
-        Kind::Kernel => run_kernel(suite, &name, elf, &mut tally),
-    }
+    run_embedded_test_binary(suite, &name, elf, &mut tally);
     println!("{} passed, {} failed", tally.passed, tally.failed);
     Ok((tally.passed, tally.failed))
 }
@@ -314,15 +289,12 @@ pub(crate) fn ensure_rust_target(target: &str) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // Building.
 
-/// `cargo test --no-run` (embedded-test) or `cargo build` (kernel) for one suite; returns
-/// `(binary name, ELF path)` of every test/bin artifact.
+/// `cargo test --no-run` for one suite; returns `(binary name, ELF path)` of every test
+/// artifact.
 fn build(root: &Path, suite: &Suite) -> Result<Vec<(String, PathBuf)>, String> {
     let dir = root.join(suite.crate_dir);
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    match suite.kind {
-        Kind::EmbeddedTest => cmd.args(["test", "--no-run", "--tests"]),
-        Kind::Kernel => cmd.args(["build", "--bins"]),
-    };
+    cmd.args(["test", "--no-run", "--tests"]);
     cmd.args([
         "--target",
         suite.target,
@@ -356,10 +328,7 @@ fn build(root: &Path, suite: &Suite) -> Result<Vec<(String, PathBuf)>, String> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(tail(&stderr, 60));
     }
-    let want_kind = match suite.kind {
-        Kind::EmbeddedTest => "\"kind\":[\"test\"]",
-        Kind::Kernel => "\"kind\":[\"bin\"]",
-    };
+    let want_kind = "\"kind\":[\"test\"]";
     let mut bins = Vec::new();
     for line in stdout.lines() {
         if !line.contains("\"reason\":\"compiler-artifact\"") || !line.contains(want_kind) {
@@ -371,14 +340,7 @@ fn build(root: &Path, suite: &Suite) -> Result<Vec<(String, PathBuf)>, String> {
         bins.push((name, PathBuf::from(exe)));
     }
     if bins.is_empty() {
-        return Err(format!(
-            "cargo built no {} binaries",
-            if suite.kind == Kind::Kernel {
-                "bin"
-            } else {
-                "test"
-            }
-        ));
+        return Err("cargo built no test binaries".to_string());
     }
     bins.sort();
     Ok(bins)
@@ -440,10 +402,9 @@ fn boot(
     deadline: Duration,
 ) -> Result<Outcome, String> {
     let mut cmd = Command::new(suite.qemu);
-    cmd.args(suite.qemu_args).args(QEMU_COMMON);
-    if suite.kind == Kind::EmbeddedTest {
-        cmd.args(["-serial", "none"]);
-    }
+    cmd.args(suite.qemu_args)
+        .args(QEMU_COMMON)
+        .args(["-serial", "none"]);
     let mut semi = String::from("enable=on,target=native");
     for a in semihosting_args {
         semi.push_str(",arg=");
@@ -570,65 +531,6 @@ fn run_embedded_test_binary(suite: &Suite, bin: &str, elf: &Path, tally: &mut Ta
             println!("test {full} ... FAILED [{secs:.2}s]: {detail}");
         }
     }
-}
-
-fn run_kernel(suite: &Suite, bin: &str, elf: &Path, tally: &mut Tally) {
-    let deadline = Duration::from_secs(KERNEL_TIMEOUT_S);
-    let outcome = match boot(suite, elf, &[], deadline) {
-        Ok(o) => o,
-        Err(e) => {
-            println!("test {bin} ... FAILED: runner error: {e}");
-            tally.failed += 1;
-            return;
-        }
-    };
-    let (mut passed, mut failed) = (0, 0);
-    // Scenarios announced at boot (`scenario <name>`) but never given a verdict line.
-    let mut pending: Vec<String> = Vec::new();
-    for line in outcome.output.lines() {
-        let line = line.trim_end_matches('\r');
-        if let Some(name) = line.strip_prefix("scenario ") {
-            pending.push(name.trim().to_string());
-        } else if let Some(rest) = line.strip_prefix("test ") {
-            let name = rest.split(" ... ").next().unwrap_or(rest);
-            pending.retain(|p| p != name);
-            if rest.ends_with(" ... ok") {
-                passed += 1;
-            } else if rest.contains(" ... FAILED") {
-                failed += 1;
-            } else {
-                continue;
-            }
-            println!("test {bin}::{rest}");
-        }
-    }
-    for name in &pending {
-        println!("test {bin}::{name} ... FAILED (no verdict: the kernel stopped before it)");
-        failed += 1;
-    }
-    if verbose() {
-        println!("{}", indent(&outcome.output));
-    }
-    let secs = outcome.elapsed.as_secs_f64();
-    let status_ok = outcome.code == Some(0);
-    if status_ok && failed == 0 && passed > 0 {
-        println!("{bin}: all harts done, exit status 0 [{secs:.2}s]");
-    } else {
-        let why = match outcome.code {
-            None => format!("timed out after {}s", deadline.as_secs()),
-            Some(c) => format!("exit status {c}"),
-        };
-        println!(
-            "test {bin} ... FAILED [{secs:.2}s]: {why}\n{}",
-            indent(&tail(&outcome.output, 60))
-        );
-        // A bad exit (or a hang) with no failing line still counts once.
-        if failed == 0 {
-            failed = 1;
-        }
-    }
-    tally.passed += passed;
-    tally.failed += failed;
 }
 
 // ---------------------------------------------------------------------------------------

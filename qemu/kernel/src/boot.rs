@@ -1,74 +1,116 @@
-//! Entry for every hart: stacks, `.bss`, FPU, trap vector, then `kmain(hartid)`.
-use core::sync::atomic::AtomicU32;
+//! Entry of every hart after riscv-rt's startup (`hal_main`), the wake-up of harts 1..HARTS,
+//! and the trap and panic handlers.
+//!
+//! riscv-rt's `_start` gives each hart its stack (`_max_hart_id`, `_hart_stack_size` in
+//! `targets/riscv-virt/memory.x`) and calls `_mp_hook`: it returns true on hart 0, which then
+//! initialises `.data` and `.bss`; every other hart waits in it for a machine software
+//! interrupt (an IPI through the CLINT) that hart 0 sends once RAM is ready. All harts then
+//! enter [`hal_main`].
+use crate::HARTS;
 
-/// Per-hart stack size; must match `STACK_SIZE` in `targets/riscv-virt/link.x`.
-pub const STACK_SIZE: usize = 64 * 1024;
-/// Must match `MAX_HARTS` in the linker script.
-pub const MAX_HARTS: usize = 8;
-const _: () = assert!(STACK_SIZE.is_power_of_two());
+/// QEMU virt's CLINT: the machine software interrupt pending word of hart `n` is at
+/// `CLINT + 4 * n`.
+const CLINT: usize = 0x0200_0000;
 
-/// Set by hart 0 once `.bss` is zero. In `.data`, so clearing `.bss` cannot touch it.
-#[no_mangle]
-#[link_section = ".data.boot"]
-static BSS_READY: AtomicU32 = AtomicU32::new(0);
-
+// `_mp_hook(hartid) -> bool`, called by riscv-rt's `_start` on every hart before RAM is
+// initialised, so in assembly (riscv-rt's rules: a0 = hart id and the return value; s0-s2
+// untouched). Hart 0 returns true (it initialises RAM); every other hart enables its machine
+// software interrupt (globally masked: mstatus.MIE stays 0, so `wfi` only waits), sleeps until
+// MSIP is pending, clears it in the CLINT and returns false.
 core::arch::global_asm!(
     r#"
-    .section .text.entry, "ax"
-    .globl _start
-_start:
-    csrr    a0, mhartid
-    li      t0, {max_harts}
-    bgeu    a0, t0, 9f
-    /* sp = _stacks_start + (hartid + 1) * STACK_SIZE */
-    la      sp, _stacks_start
-    addi    t2, a0, 1
-    slli    t1, t2, {stack_shift}
-    add     sp, sp, t1
-    /* FPU on (mstatus.FS = initial): Rust code may use FP registers. */
-    li      t0, (1 << 13)
-    csrs    mstatus, t0
-    la      t0, trap_entry
-    csrw    mtvec, t0
-    bnez    a0, 3f
-    /* hart 0 clears .bss */
-    la      t0, _bss_start
-    la      t1, _bss_end
-1:  bgeu    t0, t1, 2f
-    sd      zero, 0(t0)
-    addi    t0, t0, 8
-    j       1b
-2:  fence   rw, rw
-    la      t0, BSS_READY
-    li      t1, 1
-    sw      t1, 0(t0)
-    j       4f
-3:  /* other harts wait for hart 0 */
-    la      t0, BSS_READY
-5:  lw      t1, 0(t0)
-    beqz    t1, 5b
-    fence   rw, rw
-4:  call    kmain
-9:  wfi
-    j       9b
-
-    .align 4
-trap_entry:
-    j       trap_handler
+    .section .init.mp_hook, "ax"
+    .global _mp_hook
+_mp_hook:
+    beqz    a0, 2f
+    li      t0, 8
+    csrs    mie, t0
+1:  wfi
+    csrr    t0, mip
+    andi    t0, t0, 8
+    beqz    t0, 1b
+    li      t0, {clint}
+    slli    t1, a0, 2
+    add     t0, t0, t1
+    sw      zero, 0(t0)
+    li      t0, 8
+    csrc    mie, t0
+    li      a0, 0
+    ret
+2:  li      a0, 1
+    ret
 "#,
-    max_harts = const MAX_HARTS,
-    stack_shift = const STACK_SIZE.trailing_zeros(),
+    clint = const CLINT,
 );
 
-#[no_mangle]
-extern "C" fn trap_handler() -> ! {
-    let (cause, epc, tval): (usize, usize, usize);
-    // SAFETY: reading trap CSRs in machine mode.
-    unsafe {
-        core::arch::asm!("csrr {0}, mcause", "csrr {1}, mepc", "csrr {2}, mtval",
-            out(reg) cause, out(reg) epc, out(reg) tval);
+/// Entered by every hart from riscv-rt's `_start_rust`, on its own stack, with RAM
+/// initialised (riscv-rt calls `hal_main`, which defaults to `main`; here it is this
+/// function, and `main` is embedded-test's).
+#[export_name = "hal_main"]
+fn hal_main(hart: usize, _a1: usize, _a2: usize) -> ! {
+    if hart == 0 {
+        crate::frames::init();
+        for other in 1..HARTS {
+            let msip = (CLINT + 4 * other) as *mut u32;
+            // SAFETY: the CLINT's MSIP word of hart `other` is an MMIO register of QEMU virt;
+            // writing 1 raises that hart's machine software interrupt, which `_mp_hook` waits
+            // for.
+            unsafe { msip.write_volatile(1) };
+        }
+        extern "C" {
+            /// embedded-test's entry: reads the semihosting command line (`run_addr <entry>`)
+            /// and runs that test, which ends the boot through semihosting `exit`/`abort`.
+            fn main() -> !;
+        }
+        // SAFETY: embedded-test's `main` takes no arguments and never returns; hart 0 calls it
+        // once, after RAM, the frame allocator (and so the heap) are ready.
+        unsafe { main() }
+    } else if hart < HARTS {
+        crate::smp::worker(hart)
+    } else {
+        // Not reached: hart 0 wakes only harts 1..HARTS.
+        loop {
+            riscv::asm::wfi();
+        }
     }
-    crate::uart::force_unlock();
-    crate::println!("hart {}: unexpected trap mcause={:#x} mepc={:#x} mtval={:#x}", crate::hart_id(), cause, epc, tval);
-    crate::exit(102)
+}
+
+/// The machine-mode hart id.
+#[inline(always)]
+pub fn hart_id() -> usize {
+    riscv::register::mhartid::read()
+}
+
+/// Any exception (riscv-rt dispatches every one here): print it and fail the test.
+#[export_name = "ExceptionHandler"]
+fn exception_handler(frame: &riscv_rt::TrapFrame) -> ! {
+    semihosting::eprintln!(
+        "hart {}: unexpected exception mcause={:#x} mepc={:#x} mtval={:#x} ra={:#x}",
+        hart_id(),
+        riscv::register::mcause::read().bits(),
+        riscv::register::mepc::read(),
+        riscv::register::mtval::read(),
+        frame.ra
+    );
+    semihosting::process::abort()
+}
+
+/// Any interrupt (none is enabled): print it and fail the test.
+#[export_name = "DefaultHandler"]
+fn default_handler() -> ! {
+    semihosting::eprintln!(
+        "hart {}: unexpected interrupt mcause={:#x}",
+        hart_id(),
+        riscv::register::mcause::read().bits()
+    );
+    semihosting::process::abort()
+}
+
+/// Print the panic (from any hart) through semihosting, then exit QEMU with status 134
+/// (SIGABRT), which the runner reads as "the test failed" (or as "it panicked, as expected"
+/// for a `#[should_panic]` test). No lock: the panicking hart may hold the console's.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    semihosting::eprintln!("hart {} panicked: {}", hart_id(), info);
+    semihosting::process::abort()
 }

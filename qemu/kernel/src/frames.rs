@@ -1,7 +1,7 @@
-//! A bitmap frame allocator over the RAM between the end of the kernel image
-//! (`_kernel_end`) and the end of RAM (`_ram_end`): one bit per 4 KiB frame, first fit,
-//! any alignment, frees of whole runs. This is what a kernel would feed its heap from.
-use crate::sync::SpinLock;
+//! A bitmap frame allocator over the RAM after the kernel image and the hart stacks
+//! (`_frames_start` .. `_frames_end`, from `targets/riscv-virt/memory.x`): one bit per 4 KiB
+//! frame, first fit, any alignment, frees of whole runs. This is what a kernel would feed its
+//! heap from.
 
 pub const FRAME: usize = 4096;
 /// Up to 128 MiB of RAM.
@@ -9,15 +9,17 @@ const MAX_FRAMES: usize = 128 * 1024 * 1024 / FRAME;
 const WORDS: usize = MAX_FRAMES / 64;
 
 extern "C" {
-    static _kernel_end: u8;
-    static _ram_end: u8;
+    static _frames_start: u8;
+    static _frames_end: u8;
 }
 
+/// First byte of the RAM the frame allocator manages.
 pub fn ram_start() -> usize {
-    core::ptr::addr_of!(_kernel_end) as usize
+    core::ptr::addr_of!(_frames_start) as usize
 }
+/// One past its last byte.
 pub fn ram_end() -> usize {
-    core::ptr::addr_of!(_ram_end) as usize
+    core::ptr::addr_of!(_frames_end) as usize
 }
 
 pub struct Frames {
@@ -29,10 +31,21 @@ pub struct Frames {
     peak: usize,
 }
 
-pub static FRAMES: SpinLock<Frames> = SpinLock::new(Frames { base: 0, frames: 0, used: [0; WORDS], in_use: 0, peak: 0 });
+pub static FRAMES: spin::Mutex<Frames> = spin::Mutex::new(Frames {
+    base: 0,
+    frames: 0,
+    used: [0; WORDS],
+    in_use: 0,
+    peak: 0,
+});
+
+/// Called by hart 0 at boot, before anything allocates.
+pub fn init() {
+    FRAMES.lock().init();
+}
 
 impl Frames {
-    pub fn init(&mut self) {
+    fn init(&mut self) {
         self.base = ram_start();
         self.frames = ((ram_end() - self.base) / FRAME).min(MAX_FRAMES);
         self.used = [0; WORDS];
@@ -80,16 +93,21 @@ impl Frames {
     pub fn free(&mut self, addr: usize, n: usize) {
         let first = (addr - self.base) / FRAME;
         for j in first..first + n {
-            assert!(self.is_used(j), "frame {:#x} freed twice", self.base + j * FRAME);
+            assert!(
+                self.is_used(j),
+                "frame {:#x} freed twice",
+                self.base + j * FRAME
+            );
             self.set(j, false);
         }
         self.in_use -= n;
     }
 
+    /// Frames in use now.
     pub fn in_use(&self) -> usize {
         self.in_use
     }
-    #[allow(dead_code)]
+    /// Frames managed.
     pub fn total(&self) -> usize {
         self.frames
     }

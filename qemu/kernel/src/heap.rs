@@ -1,7 +1,7 @@
 //! cpuheap as the kernel's `#[global_allocator]`: what a kernel has to write.
 //!
 //! * [`HartPlatform`]: the CPU index is the hart id (`mhartid`), so each hart has its own CPU
-//!   slot; a fatal misuse prints and ends the run with a failure status.
+//!   slot; a fatal misuse prints and ends the boot with semihosting `abort()` (a failed test).
 //! * [`FrameSource`]: a `PageSource` that takes runs of 4 KiB frames from the kernel's frame
 //!   allocator and gives them back when the heap releases a whole run.
 use cpuheap::{Config, DefaultRawMutex, Fault, FlatMap, Heap, PageSource, Platform, Run};
@@ -18,9 +18,8 @@ impl Platform for HartPlatform {
     }
 
     fn fatal(&self, fault: &Fault) -> ! {
-        crate::uart::force_unlock();
         crate::println!("hart {}: cpuheap fatal: {}", crate::hart_id(), fault);
-        crate::exit(103)
+        semihosting::process::abort()
     }
 }
 
@@ -56,7 +55,9 @@ unsafe impl PageSource for FrameSource {
     }
 
     unsafe fn release(&mut self, run: Run) -> bool {
-        FRAMES.lock().free(run.base.as_ptr() as usize, run.len / FRAME);
+        FRAMES
+            .lock()
+            .free(run.base.as_ptr() as usize, run.len / FRAME);
         self.runs_out -= 1;
         self.bytes_out -= run.len;
         self.released += 1;
@@ -69,11 +70,13 @@ pub type KernelHeap = Heap<FrameSource, HartPlatform, DefaultRawMutex, HARTS>;
 /// Kernel sizes (4 KiB pages), growing in 256 KiB steps so the harts make it grow often.
 #[global_allocator]
 pub static HEAP: KernelHeap = Heap::new(
-    FrameSource { runs_out: 0, bytes_out: 0, released: 0 },
+    FrameSource {
+        runs_out: 0,
+        bytes_out: 0,
+        released: 0,
+    },
     HartPlatform,
-    Config::new().with_grow_bytes(256 * 1024).with_cpu_cache_bytes(64 * 1024),
+    Config::new()
+        .with_grow_bytes(256 * 1024)
+        .with_cpu_cache_bytes(64 * 1024),
 );
-
-pub fn init() {
-    FRAMES.lock().init();
-}

@@ -1,7 +1,7 @@
 //! Stand-alone front end to `xtask/src/qemu.rs` (the one implementation), so that
-//! `cargo test --target …` / `cargo run --target …` inside `qemu/firmware` and
-//! `qemu/kernel` can use it as their cargo `runner` (see `.cargo/config.toml` and
-//! `qemu/runner.sh`), and so the suites run without the xtask.
+//! `cargo test --target …` inside `qemu/firmware` and `qemu/kernel` can use it as their
+//! cargo `runner` (see `.cargo/config.toml` and `qemu/runner.sh`), and so the suites run
+//! without the xtask.
 //!
 //! Usage:
 //!   cpuheap-qemu-runner all                        # every suite, like `cargo xtask qemu`
