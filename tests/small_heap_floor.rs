@@ -5,7 +5,7 @@
 //! objects of one size (aligned to the pointer size) until the first null, then the usable
 //! fraction = live requested bytes / region bytes. Sizes are deterministic, so this is a
 //! test, not a timing. The floors sit a little below what the design gives today (see
-//! benches/results/small-heap.md and ARCHITECTURE.md, "Small heaps"): metadata (bitmap, page
+//! benches/results/small-heap.md and ARCHITECTURE.md, "Where a small heap's last percent goes"): metadata (bitmap, page
 //! map, span records) in whole 256-byte pages, class rounding, span tails.
 //!
 //! After the first null, the heap must still be whole: its invariants hold, and once every
