@@ -91,10 +91,17 @@ fn run_one(bin: &Path, workload: &str, ms: u64, seed: u64) -> Result<Sample, Str
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    stdout
+    let mut sample = stdout
         .lines()
         .find_map(parse)
-        .ok_or_else(|| format!("{} {workload}: no GLOBALBENCH line", bin.display()))
+        .ok_or_else(|| format!("{} {workload}: no GLOBALBENCH line", bin.display()))?;
+    // cpuheap's own counters, if the binary printed them (global-cpuheap does).
+    if let Some(rest) = stdout.lines().find_map(|l| l.strip_prefix("CPUHEAPSTATS ")) {
+        for (k, v) in rest.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+            sample.fields.insert(k.to_string(), v.to_string());
+        }
+    }
+    Ok(sample)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -428,6 +435,26 @@ fn report(
             fmt(scaling(results, a, "churn2", "churn1")),
             fmt(scaling(results, a, "mixed2", "mixed1"))
         ));
+    }
+    // cpuheap's in-place realloc rate, from its own statistics.
+    s.push_str("\n### cpuheap: reallocs that stayed in place (`Stats::reallocs_in_place / reallocs`, all runs pooled)\n\n| workload | reallocs | in place | rate |\n|---|---:|---:|---:|\n");
+    for &w in WORKLOADS {
+        let (mut n, mut kept) = (0u64, 0u64);
+        for run in results {
+            if let Some(smp) = run.get(w).and_then(|m| m.get("cpuheap")) {
+                let get = |k: &str| smp.fields.get(k).and_then(|v| v.parse::<u64>().ok());
+                if let (Some(r), Some(i)) = (get("reallocs"), get("reallocs_in_place")) {
+                    n += r;
+                    kept += i;
+                }
+            }
+        }
+        if n > 0 {
+            s.push_str(&format!(
+                "| {w} | {n} | {kept} | {:.1} % |\n",
+                100.0 * kept as f64 / n as f64
+            ));
+        }
     }
     // RSS.
     s.push_str("\n### RSS probe: 1000 short-lived threads (8 alive at a time, 4000 alloc/free actions each, 8..=1024 B)\n\n\

@@ -9,4 +9,11 @@ mod workloads;
 
 fn main() {
     workloads::main("cpuheap");
+    // What the heap itself counted over the run (setup included): `cargo xtask bench --global`
+    // reports the share of reallocs that stayed in place.
+    let s = GLOBAL.stats();
+    println!(
+        "CPUHEAPSTATS reallocs={} reallocs_in_place={} transfer_cache_bytes={}",
+        s.reallocs, s.reallocs_in_place, s.transfer_cache_bytes
+    );
 }
