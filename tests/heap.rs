@@ -391,6 +391,51 @@ fn cached_memory_never_causes_a_false_oom() {
 }
 
 #[test]
+fn objects_freed_on_another_cpu_pass_through_the_transfer_cache() {
+    // Small slot budgets so that lists flush whole batches often.
+    let h = heap::<2>(256 * 1024, Config::new().with_cpu_cache_bytes(4096));
+    let l = layout(64, 8);
+    set_cpu(0);
+    let ptrs: Vec<*mut u8> = (0..1024).map(|_| unsafe { h.alloc(l) }).collect();
+    assert!(ptrs.iter().all(|p| !p.is_null()));
+    // CPU 1 frees what CPU 0 allocated: its flushes park whole batches.
+    set_cpu(1);
+    for &p in &ptrs {
+        unsafe { h.dealloc(p, l) };
+    }
+    let s = h.stats();
+    assert!(s.transfer_cache_bytes > 0, "{s:?}");
+    assert_eq!(
+        s.transfer_cache_bytes % (32 * 64),
+        0,
+        "whole batches of 32: {s:?}"
+    );
+    h.check_invariants().unwrap();
+    // CPU 0 allocates again: whole batches come back from the transfer cache, no new span.
+    set_cpu(0);
+    let spans = s.spans_allocated;
+    let again: Vec<*mut u8> = (0..512).map(|_| unsafe { h.alloc(l) }).collect();
+    let s2 = h.stats();
+    assert!(s2.transfer_cache_bytes < s.transfer_cache_bytes, "{s2:?}");
+    assert_eq!(s2.spans_allocated, spans, "served without carving: {s2:?}");
+    h.check_invariants().unwrap();
+    for &p in &again {
+        unsafe { h.dealloc(p, l) };
+    }
+    // With everything parked (slots, transfer caches, span reserve), the whole heap is still
+    // there for one large block.
+    let big = layout(200 * 1024, 8);
+    let p = unsafe { h.alloc(big) };
+    assert!(
+        !p.is_null(),
+        "memory parked in the central tier must be reclaimed"
+    );
+    assert_eq!(h.stats().transfer_cache_bytes, 0);
+    unsafe { h.dealloc(p, big) };
+    h.check_invariants().unwrap();
+}
+
+#[test]
 fn foreign_pointer_reaches_the_fatal_hook() {
     let h = heap::<1>(64 * 1024, Config::small());
     let mut outside = [0u64; 4];

@@ -483,6 +483,10 @@ mod models {
                         self.set_link(tail, NIL);
                         l.len -= n;
                         self.bump_cached(slot, -(n as isize));
+                        // `flush` grows a short limit by one, up to a batch.
+                        if l.max_len < self.batch {
+                            l.max_len += 1;
+                        }
                         self.insert_batch(head, n);
                     }
                 });

@@ -231,6 +231,12 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         let batch = self.central.batch(class);
         // SAFETY: we hold the slot.
         let chain = unsafe { list.pop_chain(batch) };
+        // A list that only ever frees (a consumer) never refills, so its limit grows here,
+        // one per flush up to a batch: its flushes then send whole batches, which the
+        // transfer cache takes as they are.
+        if (list.max_len as usize) < batch {
+            list.max_len += 1;
+        }
         self.release_chain(g, class, chain);
         if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.budget {
             self.enforce_budget(g, class);

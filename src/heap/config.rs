@@ -29,7 +29,8 @@ pub struct Config {
     /// hold on to less memory, which matters in a heap of a few KiB.
     pub min_span_bytes: usize,
     /// Whole batches each size class's transfer cache may hold: flushed batches parked for
-    /// the next refill of any CPU, so objects that cross CPUs skip their spans. 0 turns it off.
+    /// the next refill of any CPU, so objects that cross CPUs skip their spans. 0 turns it off;
+    /// a heap with one CPU slot has none.
     pub transfer_batches: u16,
     /// Spans with no object in use each size class keeps instead of returning them to the
     /// page heap at once (so a class that empties and refills a span in turn does not carve
