@@ -5,7 +5,7 @@ use core::ptr::{self, NonNull};
 #[cfg(feature = "checked")]
 use super::live_words;
 use super::{sealed, PageMap, PageRef};
-use crate::span::Span;
+use crate::span::{Span, CLASS_NONE};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// A page map over at most `N` runs, each covered by a flat array: the right choice when the
@@ -111,7 +111,7 @@ impl<const N: usize> PageMap for FlatMap<N> {
     }
 
     #[inline(always)]
-    fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
+    fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
         // Run 0 first, without the count: its length is 0 until it is published, and most
         // heaps have one run.
         if let Some(run) = self.runs.first() {
@@ -121,14 +121,14 @@ impl<const N: usize> PageMap for FlatMap<N> {
             if off < len {
                 // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load
                 // of the nonzero length saw the array published.
-                return Some(unsafe {
+                return unsafe {
                     (*run.classes.load(Ordering::Relaxed).add(off >> page_shift))
                         .load(Ordering::Relaxed)
-                });
+                };
             }
         }
         self.page(addr, page_shift)
-            .map(|p| p.class.load(Ordering::Relaxed))
+            .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
     }
 
     #[inline(always)]
