@@ -520,6 +520,81 @@ mod tests {
         unsafe { assert!(s.release(a) && s.release(b) && s.release(c)) };
     }
 
+    /// The table a window of `len` bytes needs with 4 KiB pages (as the map asks).
+    fn table(len: usize) -> usize {
+        <WindowMap as crate::PageMap>::window_table(len, 12)
+    }
+
+    #[test]
+    fn the_window_is_reserved_once_and_runs_are_carved_from_it() {
+        let mut s = MmapSource::new()
+            .with_window_bytes(1 << 30)
+            .with_reserve_bytes(64 << 20)
+            .with_run_bytes(1 << 20);
+        assert_eq!(s.window(), None);
+        let w = PageSource::window(&mut s, 12, &table).expect("a 1 GiB window");
+        assert!(
+            PageSource::window(&mut s, 12, &table).is_none(),
+            "only once"
+        );
+        assert_eq!(s.window(), Some((w.base, 1 << 30)));
+        assert_eq!(w.len, 1 << 30);
+        assert_eq!(w.base % WINDOW_ALIGN, 0);
+        assert!(w.table_len >= table(w.len) && w.table_len % 4096 == 0);
+        assert_eq!(s.window_table_bytes(), w.table_len);
+        assert_eq!(s.reserved_bytes(), 1 << 30);
+        // The table reads as zero anywhere and takes writes.
+        let t = w.table.as_ptr() as usize;
+        for x in [t, t + w.table_len / 2, t + w.table_len - 1] {
+            assert_eq!(read(x), 0);
+            write(x, 9);
+            assert_eq!(read(x), 9);
+        }
+        // Runs come from the window, one after the other.
+        let a = s.grow(4096, 4096).unwrap();
+        let b = s.grow(3 << 20, 4096).unwrap();
+        let (a0, b0) = (a.base.as_ptr() as usize, b.base.as_ptr() as usize);
+        assert_eq!(a0, w.base);
+        assert_eq!(b0, a0 + (1 << 20));
+        write(b0 + b.len - 1, 1);
+        // A run larger than what is left goes outside; smaller ones still fit inside.
+        let big = s.grow(1 << 30, 4096).expect("outside the window");
+        let big0 = big.base.as_ptr() as usize;
+        assert!(big0 + big.len <= w.base || big0 >= w.base + w.len);
+        let c = s.grow(4096, 4096).unwrap();
+        assert_eq!(c.base.as_ptr() as usize, b0 + b.len, "back in the window");
+        assert_eq!(s.reserved_bytes(), (1 << 30) + (1 << 30));
+        // SAFETY: runs this source handed out; nothing uses them any more.
+        unsafe { assert!(s.release(a) && s.release(big)) };
+        // The released window run stays reserved: the next run does not reuse it.
+        let d = s.grow(4096, 4096).unwrap();
+        assert_eq!(d.base.as_ptr() as usize, b0 + b.len + c.len);
+        assert_eq!(s.window(), Some((w.base, 1 << 30)));
+    }
+
+    #[test]
+    fn a_window_the_kernel_refuses_is_halved_until_granted() {
+        let mut s = MmapSource::new().with_window_bytes(8 << 30);
+        // A table too large to map for anything above 1 GiB: the source settles for 1 GiB.
+        let picky = |len: usize| if len > 1 << 30 { 1 << 62 } else { table(len) };
+        let w = PageSource::window(&mut s, 12, &picky).expect("1 GiB");
+        assert_eq!(w.len, 1 << 30);
+        let mut none = MmapSource::new().with_window_bytes(0);
+        assert!(
+            PageSource::window(&mut none, 12, &table).is_none(),
+            "turned off"
+        );
+        let r = none.grow(4096, 4096).expect("runs still come");
+        assert!(none.window().is_none());
+        // SAFETY: a run this source handed out, unused.
+        unsafe { assert!(none.release(r)) };
+        let mut refused = MmapSource::new().with_window_bytes(1 << 30);
+        assert!(
+            PageSource::window(&mut refused, 12, &|_| 0).is_none(),
+            "the map wants none"
+        );
+    }
+
     #[test]
     fn discard_makes_pages_read_zero_and_keeps_them_usable() {
         let mut s = MmapSource::new().with_run_bytes(1 << 20);
