@@ -46,6 +46,16 @@ impl<const N: usize> FlatMap<N> {
     }
 }
 
+impl<const N: usize> FlatMap<N> {
+    /// [`class_of`](PageMap::class_of) past run 0: the walk, out of the free fast path.
+    #[cold]
+    #[inline(never)]
+    fn class_beyond_run_0(&self, addr: usize, page_shift: u32) -> u8 {
+        self.page(addr, page_shift)
+            .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
+    }
+}
+
 impl<const N: usize> PageMap for FlatMap<N> {
     #[allow(clippy::declare_interior_mutable_const)]
     const EMPTY: Self = Self {
@@ -127,8 +137,7 @@ impl<const N: usize> PageMap for FlatMap<N> {
                 };
             }
         }
-        self.page(addr, page_shift)
-            .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
+        self.class_beyond_run_0(addr, page_shift)
     }
 
     #[inline(always)]

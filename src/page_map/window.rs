@@ -40,7 +40,7 @@ impl TableLayout {
 }
 
 /// The page map of a source that places its runs in one *window* of address space
-/// ([`PageSource::window`](crate::PageSource::window); [`MmapSource`] reserves 64 GiB): a
+/// ([`PageSource::window`](crate::PageSource::window); `MmapSource` reserves 64 GiB): a
 /// flat table over the whole window gives the entries of a page there by one index, and a
 /// [`RadixMap`] covers every page outside it (direct mappings, runs made after the window
 /// filled up, all runs if the source gave no window). 64-bit targets only.
@@ -52,8 +52,6 @@ impl TableLayout {
 /// 455 heap pages used). Any address inside the window can be looked up without a fault:
 /// a page no run covers reads as never used. An address outside it goes to the radix map,
 /// which answers `None` for what it does not cover.
-///
-/// [`MmapSource`]: https://docs.rs/cpuheap/latest/cpuheap/struct.MmapSource.html
 pub struct WindowMap {
     /// First byte of the window; with the arrays, written once before `len`.
     base: AtomicUsize,
