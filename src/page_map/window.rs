@@ -48,8 +48,8 @@ impl TableLayout {
 /// The free fast path's lookup is then a range check and one load: `addr - base < len`, then
 /// `classes[(addr - base) >> page_shift]`. The table is the source's zero-filled memory
 /// (with mmap: reserved with `MAP_NORESERVE`, so a page of it costs memory only once an
-/// entry in it is written: with 4 KiB pages, 9 bytes per heap page, 4 KiB of entries per
-/// 455 heap pages used). Any address inside the window can be looked up without a fault:
+/// entry in it is written: with 4 KiB pages, 9 bytes per heap page in use where the pages
+/// in use are dense). Any address inside the window can be looked up without a fault:
 /// a page no run covers reads as never used. An address outside it goes to the radix map,
 /// which answers `None` for what it does not cover.
 pub struct WindowMap {
