@@ -47,9 +47,11 @@ impl<const N: usize> FlatMap<N> {
 }
 
 impl<const N: usize> FlatMap<N> {
-    /// [`class_of`](PageMap::class_of) past run 0: the walk, out of the free fast path.
-    #[cold]
-    #[inline(never)]
+    /// [`class_of`](PageMap::class_of) past run 0: the walk, out of the free fast path on
+    /// 64-bit targets (one instruction less per free on x86-64); inline on 32-bit ones, where
+    /// the out-of-line copy cost firmware 32 bytes of flash.
+    #[cfg_attr(target_pointer_width = "64", cold, inline(never))]
+    #[cfg_attr(not(target_pointer_width = "64"), inline(always))]
     fn class_beyond_run_0(&self, addr: usize, page_shift: u32) -> u8 {
         self.page(addr, page_shift)
             .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
