@@ -64,10 +64,10 @@ pub use hosted::{
 };
 
 pub use heap::{Config, Heap, InvariantError};
-#[cfg(target_pointer_width = "64")]
-pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
-pub use page_source::{PageSource, Run, StaticRegion};
+#[cfg(target_pointer_width = "64")]
+pub use page_map::{RadixMap, WindowMap};
+pub use page_source::{PageSource, Run, StaticRegion, Window};
 pub use platform::{
     default_fatal, ExclusiveSlots, Fault, FaultKind, Platform, SingleCore, SingleCpu,
 };

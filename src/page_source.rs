@@ -14,6 +14,22 @@ pub struct Run {
     pub len: usize,
 }
 
+/// A window of address space with a flat page-map table over it, from
+/// [`PageSource::window`]: the source places its runs in `[base, base + len)` while there is
+/// room, and the page map finds the entry of any page there by one index into `table`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// First byte of the window (a multiple of the heap's page size).
+    pub base: usize,
+    /// Bytes in the window (a multiple of the heap's page size).
+    pub len: usize,
+    /// The table: zero-filled memory of `table_len` bytes, aligned to 8, valid for reads and
+    /// writes for the rest of the source's life and used by nothing but the page map.
+    pub table: NonNull<u8>,
+    /// Bytes in the table: at least what the map asked for a window of `len` bytes.
+    pub table_len: usize,
+}
+
 /// A provider of memory for the heap: a static region, a kernel's frame allocator, mmap.
 ///
 /// The heap calls it with its page-heap lock held, so a source is never called concurrently
@@ -22,7 +38,9 @@ pub struct Run {
 /// # Safety
 /// A run returned by [`grow`](Self::grow) must be valid for reads and writes for its whole
 /// length, must not overlap any other run this source handed out and has not taken back, and
-/// must stay valid until [`release`](Self::release) takes it back (or forever).
+/// must stay valid until [`release`](Self::release) takes it back (or forever). A
+/// [`Window`] from [`window`](Self::window) must be as its fields say, and no run this
+/// source hands out may lie partly inside the window and partly outside it.
 pub unsafe trait PageSource: Send {
     /// The page map that maps the addresses of this source's runs to the heap's spans.
     /// [`FlatMap<N>`] suits sources that produce at most `N` runs.
@@ -32,6 +50,17 @@ pub unsafe trait PageSource: Send {
     /// heap's page size, a power of two). A longer run is welcome: the heap keeps all of it.
     /// Returns `None` when no more memory can be had.
     fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run>;
+
+    /// A [`Window`] for a page map that wants one ([`WindowMap`](crate::WindowMap)): a range
+    /// of address space where this source will place its runs (as long as they fit), and a
+    /// zero-filled table of `table_bytes(len)` bytes for a window of `len` bytes, so that a
+    /// free finds its page's entry by one index instead of a tree walk. The heap asks once,
+    /// under the page-heap lock, before it first grows (directly or not) and only if its map
+    /// takes a window. `None` (the default): no window; the map covers every run another way.
+    fn window(&mut self, page_shift: u32, table_bytes: &dyn Fn(usize) -> usize) -> Option<Window> {
+        let _ = (page_shift, table_bytes);
+        None
+    }
 
     /// Take back a whole run that [`grow`](Self::grow) handed out. Returns `false` if this
     /// source cannot take memory back, in which case the heap keeps the run.

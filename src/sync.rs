@@ -100,19 +100,29 @@ impl SlotLock {
     /// that re-entered the heap) or a remote operation is.
     #[inline(always)]
     pub(crate) fn enter_owned(&self) -> bool {
-        if self.busy.load(Ordering::Relaxed) {
-            return false;
-        }
+        // Whether this context interrupted itself inside the slot. The flag is set before
+        // it is tested, so one branch serves both tests: a re-entering handler stores the
+        // `true` that is already there, and must not clear it when it backs off.
+        let inside = self.busy.load(Ordering::Relaxed);
         self.busy.store(true, Ordering::Relaxed);
         // Keeps the compiler from moving the load of `remote` above the store of `busy`; the
         // processor's reordering is ruled out by the remote side's heavy barrier.
         #[cfg(not(loom))]
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if self.remote.load(Ordering::Acquire) {
-            self.busy.store(false, Ordering::Release);
-            return false;
+        if inside | self.remote.load(Ordering::Acquire) {
+            return self.back_off(inside);
         }
         true
+    }
+
+    /// The owner found the slot in use: undo its store of `busy` unless it was already set
+    /// (by the context this one interrupted).
+    #[cold]
+    fn back_off(&self, inside: bool) -> bool {
+        if !inside {
+            self.busy.store(false, Ordering::Release);
+        }
+        false
     }
 
     /// Take a shared slot (a try-lock).

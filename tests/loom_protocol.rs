@@ -61,7 +61,7 @@ fn loom_models_mirror_the_source() {
     assert!(
         sync.contains("self.busy.store(true, Ordering::Relaxed);")
             && sync.contains("compiler_fence(Ordering::SeqCst)")
-            && sync.contains("if self.remote.load(Ordering::Acquire) {")
+            && sync.contains("if inside | self.remote.load(Ordering::Acquire) {")
             && sync.contains("if self.busy.load(Ordering::Acquire) {"),
         "SlotLock owned/remote protocol changed: update tests/loom_protocol.rs (owned)"
     );
@@ -861,14 +861,14 @@ mod owned {
 
     impl SlotLock {
         fn enter_owned(&self) -> bool {
-            if self.busy.load(Ordering::Relaxed) {
-                return false;
-            }
+            let inside = self.busy.load(Ordering::Relaxed);
             self.busy.store(true, Ordering::Relaxed);
             // The compiler fence, made a full fence by the remote side's heavy barrier.
             fence(Ordering::SeqCst);
-            if self.remote.load(Ordering::Acquire) {
-                self.busy.store(false, Ordering::Release);
+            if inside | self.remote.load(Ordering::Acquire) {
+                if !inside {
+                    self.busy.store(false, Ordering::Release);
+                }
                 return false;
             }
             true

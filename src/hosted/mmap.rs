@@ -1,8 +1,14 @@
 //! [`MmapSource`]: pages from the operating system through `mmap` (Linux, `std` feature).
 //!
-//! - Address space is reserved in large chunks (`PROT_NONE`, 1 GiB by default) and handed to
-//!   the heap in runs of at least 32 MiB, made readable and writable with `mprotect` as they go.
-//!   Untouched pages cost no memory, so large runs keep the page heap's extent list short.
+//! - Address space is reserved (`PROT_NONE`) and handed to the heap in runs of at least
+//!   32 MiB, made readable and writable with `mprotect` as they go. Untouched pages cost no
+//!   memory, so large runs keep the page heap's extent list short.
+//! - The first reservation is the page map's *window* (64 GiB by default; halved until the
+//!   kernel grants it, down to 1 GiB), with a table of 9 bytes per heap page beside it
+//!   (`MAP_NORESERVE`: a page of the table costs memory once an entry in it is written), so
+//!   that a free finds its page's class with a range check and one load ([`WindowMap`]).
+//!   Runs are carved from the window while they fit; after that, from reservations of 1 GiB
+//!   anywhere, which the map covers with its radix tree.
 //! - Spans of at least 8 MiB get a mapping of their own (`grow_direct`), unmapped as soon as the
 //!   span is freed.
 //! - A request larger than [`os_max_request`] (RAM plus swap, as the kernel's overcommit
@@ -17,19 +23,27 @@
 
 use core::ptr::NonNull;
 
-use crate::page_map::RadixMap;
-use crate::page_source::{PageSource, Run};
+use crate::page_map::WindowMap;
+use crate::page_source::{PageSource, Run, Window};
 
 /// A [`PageSource`] over anonymous private mappings. See the [module docs](self).
 #[derive(Debug)]
 pub struct MmapSource {
     reserve_bytes: usize,
+    window_bytes: usize,
     run_bytes: usize,
     direct_threshold: usize,
     idle_bytes: usize,
-    /// `[next, end)`: reserved address space not yet handed out.
+    /// `[next, end)`: reserved address space outside the window not yet handed out.
     next: usize,
     end: usize,
+    /// The window `[win_base, win_end)` (all 0 without one); `[win_next, win_end)` is not
+    /// handed out yet. Never unmapped: the page map's table describes all of it.
+    win_base: usize,
+    win_next: usize,
+    win_end: usize,
+    /// Bytes of the window's table (0 without a window).
+    table_bytes: usize,
     /// The operating system's page size (0 until first needed).
     os_page: usize,
     reserved: usize,
@@ -123,16 +137,21 @@ fn overcommit_mode() -> Option<u8> {
 }
 
 impl MmapSource {
-    /// Reserve 1 GiB at a time, hand out runs of at least 32 MiB, map spans of 8 MiB or more
-    /// directly, keep up to 64 MiB of idle pages.
+    /// A window of up to 64 GiB first, then 1 GiB at a time; runs of at least 32 MiB;
+    /// spans of 8 MiB or more mapped directly; up to 64 MiB of idle pages kept.
     pub const fn new() -> Self {
         Self {
             reserve_bytes: 1 << 30,
+            window_bytes: 64 << 30,
             run_bytes: 32 << 20,
             direct_threshold: 8 << 20,
             idle_bytes: 64 << 20,
             next: 0,
             end: 0,
+            win_base: 0,
+            win_next: 0,
+            win_end: 0,
+            table_bytes: 0,
             os_page: 0,
             reserved: 0,
             direct_now: 0,
@@ -140,9 +159,17 @@ impl MmapSource {
         }
     }
 
-    /// Address space to reserve at a time.
+    /// Address space to reserve at a time outside the window.
     pub const fn with_reserve_bytes(mut self, bytes: usize) -> Self {
         self.reserve_bytes = bytes;
+        self
+    }
+
+    /// The most address space to reserve for the page map's window (see the
+    /// [module docs](self)); if the kernel refuses it, half as much is tried, down to 1 GiB
+    /// (or `bytes`, if that is less). 0: no window, every run is covered by the radix tree.
+    pub const fn with_window_bytes(mut self, bytes: usize) -> Self {
+        self.window_bytes = bytes;
         self
     }
 
@@ -165,9 +192,21 @@ impl MmapSource {
         self
     }
 
-    /// Address space reserved so far (not counting direct mappings).
+    /// Address space reserved so far (the window, and reservations outside it; not counting
+    /// direct mappings or the window's table).
     pub fn reserved_bytes(&self) -> usize {
         self.reserved
+    }
+
+    /// The window, `(base, len)`, once the heap asked for it and the kernel granted it.
+    pub fn window(&self) -> Option<(usize, usize)> {
+        (self.win_end != 0).then_some((self.win_base, self.win_end - self.win_base))
+    }
+
+    /// Bytes of address space reserved for the window's table (0 without a window); only
+    /// the pages of it that hold written entries cost memory.
+    pub fn window_table_bytes(&self) -> usize {
+        self.table_bytes
     }
 
     /// Bytes in direct mappings now.
@@ -232,10 +271,32 @@ impl Default for MmapSource {
     }
 }
 
+/// Alignment of the window: huge-page size on x86-64 and AArch64 (4 KiB pages), so that the
+/// window's runs line up with transparent huge pages where the kernel uses them.
+const WINDOW_ALIGN: usize = 2 << 20;
+
+impl MmapSource {
+    /// The start of a run of `want` bytes aligned to `align` in `[next, end)`, if it fits.
+    fn fit(next: usize, end: usize, want: usize, align: usize) -> Option<usize> {
+        let start = next.checked_next_multiple_of(align)?;
+        (next != 0 && start.checked_add(want)? <= end).then_some(start)
+    }
+
+    /// Whether `[addr, addr + len)` lies in the window.
+    fn in_window(&self, addr: usize, len: usize) -> bool {
+        self.win_end != 0 && addr >= self.win_base && addr.saturating_add(len) <= self.win_end
+    }
+}
+
 // SAFETY: runs are fresh anonymous mappings (or fresh parts of a reservation made readable
 // and writable), each handed out once; they stay mapped until `release` unmaps exactly them.
+// The window is one reservation, and the runs carved from it lie wholly inside it; the
+// others come from reservations or mappings elsewhere, which the kernel never places inside
+// the window while it is mapped (and it stays mapped for the source's life). Its table is a
+// fresh anonymous mapping (zero-filled, page-aligned) that nothing but the page map uses
+// and that is never unmapped.
 unsafe impl PageSource for MmapSource {
-    type Map = RadixMap;
+    type Map = WindowMap;
 
     const ZERO_FILLED: bool = true;
 
@@ -244,23 +305,30 @@ unsafe impl PageSource for MmapSource {
         let want = min_bytes
             .max(self.run_bytes)
             .checked_next_multiple_of(align)?;
-        let mut start = self.next.checked_next_multiple_of(align)?;
-        if self.next == 0 || start.checked_add(want).is_none_or(|e| e > self.end) {
-            // Start a new reservation; the rest of the old one goes back.
-            let size = want
-                .max(self.reserve_bytes)
-                .checked_next_multiple_of(align)?;
-            let base = self.map_aligned(size, align, libc::PROT_NONE)?;
-            if self.next != 0 {
-                Self::unmap(self.next, self.end - self.next);
-                self.reserved -= self.end - self.next;
-            }
-            self.reserved += size;
-            self.next = base;
-            self.end = base + size;
-            start = base;
-        }
-        // SAFETY: `[start, start + want)` lies in our reservation and was never handed out.
+        let in_window = Self::fit(self.win_next, self.win_end, want, align);
+        let start = match in_window {
+            Some(start) => start,
+            None => match Self::fit(self.next, self.end, want, align) {
+                Some(start) => start,
+                None => {
+                    // Start a new reservation; the rest of the old one goes back.
+                    let size = want
+                        .max(self.reserve_bytes)
+                        .checked_next_multiple_of(align)?;
+                    let base = self.map_aligned(size, align, libc::PROT_NONE)?;
+                    if self.next != 0 {
+                        Self::unmap(self.next, self.end - self.next);
+                        self.reserved -= self.end - self.next;
+                    }
+                    self.reserved += size;
+                    self.next = base;
+                    self.end = base + size;
+                    base
+                }
+            },
+        };
+        // SAFETY: `[start, start + want)` lies in one of our reservations and was never
+        // handed out.
         let ok = unsafe {
             libc::mprotect(
                 start as *mut libc::c_void,
@@ -271,7 +339,11 @@ unsafe impl PageSource for MmapSource {
         if !ok {
             return None;
         }
-        self.next = start + want;
+        if in_window.is_some() {
+            self.win_next = start + want;
+        } else {
+            self.next = start + want;
+        }
         Some(Run {
             base: NonNull::new(start as *mut u8)?,
             len: want,
@@ -279,11 +351,70 @@ unsafe impl PageSource for MmapSource {
     }
 
     unsafe fn release(&mut self, run: Run) -> bool {
-        let ok = Self::unmap(run.base.as_ptr() as usize, run.len);
+        let (addr, len) = (run.base.as_ptr() as usize, run.len);
+        if self.in_window(addr, len) {
+            // The window stays reserved (no other mapping may move in): the run becomes
+            // inaccessible, unbacked address space again, never handed out twice.
+            // SAFETY: `[addr, addr + len)` is a run of the window that nothing uses any more;
+            // MAP_FIXED replaces exactly those pages.
+            let p = unsafe {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            return p as usize == addr;
+        }
+        let ok = Self::unmap(addr, len);
         if ok {
-            self.direct_now = self.direct_now.saturating_sub(run.len);
+            self.direct_now = self.direct_now.saturating_sub(len);
         }
         ok
+    }
+
+    fn window(&mut self, page_shift: u32, table_bytes: &dyn Fn(usize) -> usize) -> Option<Window> {
+        if self.win_end != 0 {
+            return None;
+        }
+        let os = self.os_page();
+        let unit = os.max(1 << page_shift);
+        let floor = self.window_bytes.min(1 << 30);
+        let mut len = self.window_bytes & !(unit - 1);
+        while len >= floor.max(unit) {
+            let table = table_bytes(len);
+            if table == 0 {
+                return None;
+            }
+            let table_len = table.checked_next_multiple_of(os)?;
+            if let Some(base) = self.map_aligned(len, WINDOW_ALIGN.max(unit), libc::PROT_NONE) {
+                if let Some(t) = Self::map(table_len, libc::PROT_READ | libc::PROT_WRITE) {
+                    // Entries are written sparsely: a huge page would back 2 MiB of table
+                    // for a few entries. Only a hint; its failure changes nothing.
+                    // SAFETY: `t` is the mapping just made.
+                    unsafe {
+                        libc::madvise(t as *mut libc::c_void, table_len, libc::MADV_NOHUGEPAGE)
+                    };
+                    self.win_base = base;
+                    self.win_next = base;
+                    self.win_end = base + len;
+                    self.reserved += len;
+                    self.table_bytes = table_len;
+                    return Some(Window {
+                        base,
+                        len,
+                        table: NonNull::new(t as *mut u8)?,
+                        table_len,
+                    });
+                }
+                Self::unmap(base, len);
+            }
+            len = (len / 2) & !(unit - 1);
+        }
+        None
     }
 
     const DIRECT_RUNS: bool = true;
@@ -387,6 +518,81 @@ mod tests {
         );
         // SAFETY: runs this source handed out; nothing uses them any more.
         unsafe { assert!(s.release(a) && s.release(b) && s.release(c)) };
+    }
+
+    /// The table a window of `len` bytes needs with 4 KiB pages (as the map asks).
+    fn table(len: usize) -> usize {
+        <WindowMap as crate::PageMap>::window_table(len, 12)
+    }
+
+    #[test]
+    fn the_window_is_reserved_once_and_runs_are_carved_from_it() {
+        let mut s = MmapSource::new()
+            .with_window_bytes(1 << 30)
+            .with_reserve_bytes(64 << 20)
+            .with_run_bytes(1 << 20);
+        assert_eq!(s.window(), None);
+        let w = PageSource::window(&mut s, 12, &table).expect("a 1 GiB window");
+        assert!(
+            PageSource::window(&mut s, 12, &table).is_none(),
+            "only once"
+        );
+        assert_eq!(s.window(), Some((w.base, 1 << 30)));
+        assert_eq!(w.len, 1 << 30);
+        assert_eq!(w.base % WINDOW_ALIGN, 0);
+        assert!(w.table_len >= table(w.len) && w.table_len % 4096 == 0);
+        assert_eq!(s.window_table_bytes(), w.table_len);
+        assert_eq!(s.reserved_bytes(), 1 << 30);
+        // The table reads as zero anywhere and takes writes.
+        let t = w.table.as_ptr() as usize;
+        for x in [t, t + w.table_len / 2, t + w.table_len - 1] {
+            assert_eq!(read(x), 0);
+            write(x, 9);
+            assert_eq!(read(x), 9);
+        }
+        // Runs come from the window, one after the other.
+        let a = s.grow(4096, 4096).unwrap();
+        let b = s.grow(3 << 20, 4096).unwrap();
+        let (a0, b0) = (a.base.as_ptr() as usize, b.base.as_ptr() as usize);
+        assert_eq!(a0, w.base);
+        assert_eq!(b0, a0 + (1 << 20));
+        write(b0 + b.len - 1, 1);
+        // A run larger than what is left goes outside; smaller ones still fit inside.
+        let big = s.grow(1 << 30, 4096).expect("outside the window");
+        let big0 = big.base.as_ptr() as usize;
+        assert!(big0 + big.len <= w.base || big0 >= w.base + w.len);
+        let c = s.grow(4096, 4096).unwrap();
+        assert_eq!(c.base.as_ptr() as usize, b0 + b.len, "back in the window");
+        assert_eq!(s.reserved_bytes(), (1 << 30) + (1 << 30));
+        // SAFETY: runs this source handed out; nothing uses them any more.
+        unsafe { assert!(s.release(a) && s.release(big)) };
+        // The released window run stays reserved: the next run does not reuse it.
+        let d = s.grow(4096, 4096).unwrap();
+        assert_eq!(d.base.as_ptr() as usize, b0 + b.len + c.len);
+        assert_eq!(s.window(), Some((w.base, 1 << 30)));
+    }
+
+    #[test]
+    fn a_window_the_kernel_refuses_is_halved_until_granted() {
+        let mut s = MmapSource::new().with_window_bytes(8 << 30);
+        // A table too large to map for anything above 1 GiB: the source settles for 1 GiB.
+        let picky = |len: usize| if len > 1 << 30 { 1 << 62 } else { table(len) };
+        let w = PageSource::window(&mut s, 12, &picky).expect("1 GiB");
+        assert_eq!(w.len, 1 << 30);
+        let mut none = MmapSource::new().with_window_bytes(0);
+        assert!(
+            PageSource::window(&mut none, 12, &table).is_none(),
+            "turned off"
+        );
+        let r = none.grow(4096, 4096).expect("runs still come");
+        assert!(none.window().is_none());
+        // SAFETY: a run this source handed out, unused.
+        unsafe { assert!(none.release(r)) };
+        let mut refused = MmapSource::new().with_window_bytes(1 << 30);
+        assert!(
+            PageSource::window(&mut refused, 12, &|_| 0).is_none(),
+            "the map wants none"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ impl<S: PageSource> Locked<'_, S> {
     /// Ask the source for memory enough for a span of `pages` pages aligned to `align`, and
     /// add it as a new extent. Returns `false` if the source has nothing suitable.
     pub(super) fn grow(&mut self, pages: usize, align: usize) -> bool {
+        self.offer_window();
         let page = self.geom.page_size();
         let Some(span_bytes) = pages
             .checked_mul(page)
@@ -58,6 +59,28 @@ impl<S: PageSource> Locked<'_, S> {
         };
         self.stats.grows.fetch_add(1, Ordering::Relaxed);
         self.add_run(run)
+    }
+
+    /// Before the heap's first growth: if the page map takes a window, ask the source for
+    /// one, once (compiled out for maps that take none).
+    #[inline]
+    fn offer_window(&mut self) {
+        if self.map.wants_window() {
+            self.offer_window_now();
+        }
+    }
+
+    #[cold]
+    fn offer_window_now(&mut self) {
+        let (map, shift) = (self.map, self.geom.page_shift);
+        let window = self
+            .st
+            .source
+            .window(shift, &|len| S::Map::window_table(len, shift));
+        // SAFETY: under the page-heap lock; the map wants a window only until this first
+        // offer, which comes before the source hands out any run (so before any is
+        // registered); the source's contract makes the window what its fields say.
+        unsafe { map.set_window(window, shift) };
     }
 
     /// Turn a run from the source into an extent, carving its metadata from its front when
@@ -166,6 +189,7 @@ impl<S: PageSource> Locked<'_, S> {
     /// which has no bitmap; the page map gets an entry for its first page only. The metadata
     /// is therefore the same few words whatever the span's length. Returns the span's start.
     pub(super) fn alloc_direct(&mut self, pages: usize, align: usize) -> Option<usize> {
+        self.offer_window();
         let (page, shift) = (self.geom.page_size(), self.geom.page_shift);
         let bytes = pages.checked_mul(page)?;
         let align = align.max(page);

@@ -9,7 +9,8 @@
 
 use core::ptr::NonNull;
 
-use crate::span::Span;
+use crate::page_source::Window;
+use crate::span::{Span, CLASS_NONE};
 #[cfg(feature = "checked")]
 use crate::sync::AtomicUsize;
 use crate::sync::{AtomicPtr, AtomicU8, Ordering};
@@ -100,26 +101,60 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
         let _ = (base, pages, page_shift, discard);
     }
 
+    /// Whether the map takes a [`Window`] and has not been offered one yet: the page heap
+    /// then asks its source ([`PageSource::window`](crate::PageSource::window)) once, before
+    /// it first grows. The default: never.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn wants_window(&self) -> bool {
+        false
+    }
+
+    /// Table bytes the map needs for a window of `len` bytes (0: no window of that length).
+    #[doc(hidden)]
+    fn window_table(len: usize, page_shift: u32) -> usize {
+        let _ = (len, page_shift);
+        0
+    }
+
+    /// Take the source's answer to the one offer of a window: `None`, or a window whose table
+    /// holds [`window_table`](Self::window_table) bytes. A window the map cannot use (not
+    /// page-aligned, too short a table) is ignored, and its runs are covered another way.
+    ///
+    /// # Safety
+    /// Must be called under the page-heap lock, at most once, before any run is registered
+    /// inside the window; the window must be as [`Window`]'s fields say.
+    #[doc(hidden)]
+    unsafe fn set_window(&self, window: Option<Window>, page_shift: u32) {
+        let _ = (window, page_shift);
+    }
+
     /// The entries of the page holding `addr`, or `None` if no covered run holds it.
     #[doc(hidden)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>>;
 
-    /// The class byte of the page holding `addr` (what the free fast path needs), or `None`.
+    /// The class byte of the page holding `addr` (what the free fast path needs), or
+    /// [`CLASS_NONE`] (0, never used) if no covered run holds it: to a free, both say the
+    /// pointer is not this heap's, and a plain byte spares the fast path an `Option`'s test.
     #[doc(hidden)]
     #[inline(always)]
-    fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
+    fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
         self.page(addr, page_shift)
-            .map(|p| p.class.load(Ordering::Relaxed))
+            .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
     }
 }
 
 mod flat;
 #[cfg(target_pointer_width = "64")]
 mod radix;
+#[cfg(target_pointer_width = "64")]
+mod window;
 
 pub use self::flat::FlatMap;
 #[cfg(target_pointer_width = "64")]
 pub use self::radix::RadixMap;
+#[cfg(target_pointer_width = "64")]
+pub use self::window::WindowMap;
 
 /// Zeroed, leaked metadata memory for the maps' unit tests.
 #[cfg(test)]

@@ -5,7 +5,7 @@ use core::ptr::{self, NonNull};
 #[cfg(feature = "checked")]
 use super::live_words;
 use super::{sealed, PageMap, PageRef};
-use crate::span::Span;
+use crate::span::{Span, CLASS_NONE};
 use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 /// Address bits the radix map covers: the 48-bit virtual address space of x86-64 and AArch64
@@ -283,10 +283,12 @@ impl PageMap for RadixMap {
     }
 
     #[inline(always)]
-    fn class_of(&self, addr: usize, page_shift: u32) -> Option<u8> {
+    fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
         // `page` without building a `PageRef`: the free fast path needs the class byte only.
-        let (leaf, i, _) = self.leaf_of(addr, page_shift)?;
-        Some(leaf.classes[i].load(Ordering::Relaxed))
+        self.leaf_of(addr, page_shift)
+            .map_or(CLASS_NONE, |(leaf, i, _)| {
+                leaf.classes[i].load(Ordering::Relaxed)
+            })
     }
 
     #[inline(always)]
