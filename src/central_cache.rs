@@ -13,6 +13,7 @@ use core::ptr;
 
 use lock_api::{Mutex, RawMutex};
 
+use crate::heap::StoredMinSpan;
 use crate::page_heap::{Geometry, PageHeap};
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
@@ -55,7 +56,7 @@ pub(crate) struct CentralCache<S: PageSource, R: RawMutex> {
     /// The page heap this tier carves its spans from (and large objects come from).
     pub(crate) pages: PageHeap<S, R>,
     /// The least a size-class span spans (see [`span_pages`]).
-    min_span_bytes: usize,
+    pub(crate) min_span_bytes: StoredMinSpan,
 }
 
 impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
@@ -63,7 +64,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         Self {
             classes: [const { CachePadded(CentralClass::new()) }; NUM_CLASSES],
             pages: PageHeap::new(source, geom),
-            min_span_bytes,
+            min_span_bytes: StoredMinSpan::new(min_span_bytes),
         }
     }
 
@@ -71,7 +72,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
     /// free objects. Returns fewer (maybe none) only when memory is exhausted.
     #[inline]
     pub(crate) fn remove_batch(&self, class: usize, n: usize) -> Chain {
-        self.classes[class].remove_batch(class, n, &self.pages, self.min_span_bytes)
+        self.classes[class].remove_batch(class, n, &self.pages, self.min_span_bytes.get())
     }
 
     /// Give back the objects of `class` linked from `head` (a null-terminated chain). Spans
@@ -138,7 +139,7 @@ impl<R: RawMutex> CentralClass<R> {
         pages_below: &PageHeap<S, R>,
         min_span_bytes: usize,
     ) -> Chain {
-        let page_size = pages_below.geom.page_size();
+        let page_size = pages_below.geom().page_size();
         let size = class_size(class);
         let mut chain = Chain::EMPTY;
         let mut list = self.list.lock();
@@ -190,7 +191,7 @@ impl<R: RawMutex> CentralClass<R> {
     /// Every object in the chain must be a free object of `class` handed out by this heap and
     /// not returned since.
     unsafe fn insert_batch<S: PageSource>(&self, mut head: *mut FreeObj, pages: &PageHeap<S, R>) {
-        let page_shift = pages.geom.page_shift;
+        let page_shift = pages.geom().page_shift;
         let mut list = self.list.lock();
         let mut free = self.free_objects.load(Ordering::Relaxed);
         while !head.is_null() {

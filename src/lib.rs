@@ -67,9 +67,48 @@ pub use heap::{Config, Heap, InvariantError};
 #[cfg(target_pointer_width = "64")]
 pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
-pub use page_source::{PageSource, Run, StaticRegion};
+pub use page_source::{PageSource, RegionBuffer, Run, StaticRegion};
+
+/// Give a heap over [`StaticRegion`]s a region of `$bytes` bytes of static memory, safely:
+/// the macro declares the memory (a private `static` [`RegionBuffer`], `.bss`) and hands it
+/// to [`Heap::add_region`]. No `unsafe` and no `static mut` in your code.
+///
+/// Evaluates to `true` if the heap took the region. Each place the macro is written has its
+/// own buffer, which it hands over the first time that place runs; if it runs again (a loop,
+/// a function called twice), it hands nothing over and evaluates to `false`, so no memory is
+/// ever given to a heap twice. `false` too if the heap already holds as many regions as its
+/// `StaticRegion<N>` takes (the buffer is then lost).
+///
+/// Run it before the first allocation (and before interrupt handlers that allocate are
+/// enabled), or later to give the heap more memory.
+///
+/// ```
+/// use cpuheap::{Config, Heap, SingleCpu, StaticRegion};
+///
+/// static HEAP: Heap<StaticRegion<1>> = Heap::new(StaticRegion::new(), SingleCpu::new(), Config::small());
+///
+/// fn init() -> bool {
+///     cpuheap::init_region!(HEAP, 16 * 1024)
+/// }
+///
+/// assert!(init(), "16 KiB handed over");
+/// assert!(!init(), "the same buffer is never handed over twice");
+/// let v = allocator_api2::vec::Vec::<u32, _>::with_capacity_in(100, &HEAP);
+/// assert!(v.capacity() >= 100);
+/// ```
+#[macro_export]
+macro_rules! init_region {
+    ($heap:expr, $bytes:expr $(,)?) => {{
+        static BUFFER: $crate::RegionBuffer<{ $bytes }> = $crate::RegionBuffer::new();
+        match BUFFER.take() {
+            ::core::option::Option::Some(region) => $heap.add_region(region),
+            ::core::option::Option::None => false,
+        }
+    }};
+}
 pub use platform::{
-    default_fatal, ExclusiveSlots, Fault, FaultKind, Platform, SingleCore, SingleCpu,
+    default_fatal, DefaultFatal, ExclusiveSlots, FatalHook, Fault, FaultKind, Platform, SingleCore,
+    SingleCpu,
 };
 pub use stats::Stats;
 #[cfg(feature = "critical-section")]

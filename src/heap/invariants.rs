@@ -163,7 +163,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     /// An object of `class` at `addr` must lie at an object boundary of a span of `class`.
     fn check_object(&self, addr: usize, class: usize) -> Result<(), InvariantError> {
-        let Some(pr) = self.map().page(addr, self.page_shift) else {
+        let Some(pr) = self.map().page(addr, self.page_shift()) else {
             return broken("cached object outside the heap", addr);
         };
         if pr.class.load(Ordering::Relaxed) as usize != class {
@@ -223,7 +223,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // free.
             for i in 0..ext.mapped_pages() {
                 let addr = ext.base + i * page;
-                let Some(pr) = self.map().page(addr, self.page_shift) else {
+                let Some(pr) = self.map().page(addr, self.page_shift()) else {
                     return broken("extent page missing from the page map", addr);
                 };
                 let tag = pr.class.load(Ordering::Relaxed);
@@ -345,7 +345,7 @@ mod tests {
         // A span that lost count of an object it handed out.
         let span = h
             .map()
-            .page(p as usize, h.page_shift)
+            .page(p as usize, h.page_shift())
             .unwrap()
             .span
             .load(Ordering::Relaxed);
