@@ -246,6 +246,7 @@ pub fn default_fatal(fault: &Fault) -> ! {
 
 /// What kind of misuse the heap detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FaultKind {
     /// The object was already free.
     DoubleFree,
@@ -308,6 +309,31 @@ impl fmt::Display for Fault {
                 write!(f, " (object size {})", self.object_size)
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// The same message as `Display`, for firmware that logs with defmt (feature `defmt`).
+#[cfg(feature = "defmt")]
+impl defmt::Format for Fault {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "cpuheap: {=str} at {=usize:#x}",
+            self.kind.name(),
+            self.addr
+        );
+        match self.kind {
+            FaultKind::SizeMismatch => defmt::write!(
+                f,
+                " (layout size {=usize}, object size {=usize})",
+                self.layout_size,
+                self.object_size
+            ),
+            FaultKind::InteriorPointer if self.object_size != 0 => {
+                defmt::write!(f, " (object size {=usize})", self.object_size)
+            }
+            _ => {}
         }
     }
 }

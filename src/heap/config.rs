@@ -11,6 +11,7 @@ pub(crate) const MAX_MIN_SPAN_BYTES: usize = 32 * 1024;
 /// Sizes and budgets of a heap. Build one with [`Config::new`] (desktop and kernel sizes) or
 /// [`Config::small`] (firmware), then adjust with the `with_*` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
     /// Page size in bytes: a power of two from 256 to 64 KiB. Spans are whole pages, and the
     /// page map has one entry per page.

@@ -32,6 +32,19 @@ impl fmt::Display for InvariantError {
     }
 }
 
+/// The same message as `Display`, for firmware that logs with defmt (feature `defmt`).
+#[cfg(feature = "defmt")]
+impl defmt::Format for InvariantError {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "cpuheap invariant violated: {=str} (at {=usize:#x})",
+            self.what,
+            self.at
+        )
+    }
+}
+
 fn broken<T>(what: &'static str, at: usize) -> Result<T, InvariantError> {
     Err(InvariantError { what, at })
 }
