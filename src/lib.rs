@@ -67,11 +67,22 @@ pub use heap::{Config, Heap, InvariantError};
 #[cfg(target_pointer_width = "64")]
 pub use page_map::RadixMap;
 pub use page_map::{FlatMap, PageMap};
-pub use page_source::{PageSource, RegionBuffer, Run, StaticRegion};
+pub use page_source::{PageSource, Run, StaticRegion};
+
+/// What [`init_region!`] expands to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::page_source::RegionMemory;
+    pub use static_cell::ConstStaticCell;
+}
 
 /// Give a heap over [`StaticRegion`]s a region of `$bytes` bytes of static memory, safely:
-/// the macro declares the memory (a private `static` [`RegionBuffer`], `.bss`) and hands it
-/// to [`Heap::add_region`]. No `unsafe` and no `static mut` in your code.
+/// the macro declares the memory in a private `static` and hands it to
+/// [`Heap::add_region`]. No `unsafe` and no `static mut` in your code.
+///
+/// The `static` is a `static_cell::ConstStaticCell` (a once-flag) of `$bytes` uninitialised
+/// bytes aligned to 256 (the smallest page size, so `Config::small()`'s pages lose nothing to
+/// trimming): `.bss`, `$bytes` rounded up to a multiple of 256, plus 256 for the flag.
 ///
 /// Evaluates to `true` if the heap took the region. Each place the macro is written has its
 /// own buffer, which it hands over the first time that place runs; if it runs again (a loop,
@@ -99,9 +110,11 @@ pub use page_source::{PageSource, RegionBuffer, Run, StaticRegion};
 #[macro_export]
 macro_rules! init_region {
     ($heap:expr, $bytes:expr $(,)?) => {{
-        static BUFFER: $crate::RegionBuffer<{ $bytes }> = $crate::RegionBuffer::new();
-        match BUFFER.take() {
-            ::core::option::Option::Some(region) => $heap.add_region(region),
+        static BUFFER: $crate::__private::ConstStaticCell<
+            $crate::__private::RegionMemory<{ $bytes }>,
+        > = $crate::__private::ConstStaticCell::new($crate::__private::RegionMemory::new());
+        match BUFFER.try_take() {
+            ::core::option::Option::Some(memory) => $heap.add_region(memory.region()),
             ::core::option::Option::None => false,
         }
     }};

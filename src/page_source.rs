@@ -1,12 +1,10 @@
-//! Where the heap's memory comes from: the [`PageSource`] trait, [`StaticRegion`], and
-//! [`RegionBuffer`], the static memory that [`init_region!`](crate::init_region) hands over.
+//! Where the heap's memory comes from: the [`PageSource`] trait, [`StaticRegion`], and the
+//! static memory that [`init_region!`](crate::init_region) hands over.
 
-use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use crate::page_map::{FlatMap, PageMap};
-use crate::sync::{AtomicBool, Ordering};
 
 /// A run of memory handed from a source to the heap: `len` bytes at `base`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,54 +193,29 @@ fn trim(run: Run, align: usize) -> Option<Run> {
     })
 }
 
-/// `N` bytes of memory for a heap region, in a `static`, that safe code can take exactly once
-/// as a `&'static mut` slice: what [`init_region!`](crate::init_region) declares for you.
+/// `N` bytes of memory for a heap region: what [`init_region!`](crate::init_region) keeps in
+/// a `static` `ConstStaticCell` (from `static_cell`), which hands it out at most once.
 ///
 /// Aligned to 256 bytes (the smallest page size, [`Config::small`](crate::Config::small)'s),
-/// so a heap with such pages loses nothing to trimming. Its once-flag follows the memory, so
-/// the value takes `N + 1` bytes rounded up to a multiple of 256 (`N + 256` when `N` is a
-/// multiple of 256). Its initial bytes are all zero (or uninitialised): a `static` of it is
-/// `.bss`.
-///
-/// ```
-/// use cpuheap::RegionBuffer;
-///
-/// static BUFFER: RegionBuffer<4096> = RegionBuffer::new();
-/// let region = BUFFER.take().expect("first take");
-/// assert_eq!(region.len(), 4096);
-/// assert!(BUFFER.take().is_none(), "never a second `&mut` to the same memory");
-/// ```
+/// so a heap with such pages loses nothing to trimming. No byte of it is initialised: the
+/// `static` is `.bss`.
+#[doc(hidden)]
 #[repr(C, align(256))]
-pub struct RegionBuffer<const N: usize> {
-    memory: UnsafeCell<[MaybeUninit<u8>; N]>,
-    taken: AtomicBool,
-}
+pub struct RegionMemory<const N: usize>([MaybeUninit<u8>; N]);
 
-// SAFETY: the memory is reachable only through `take`, which hands it out at most once (an
-// atomic swap of `taken`, so two contexts racing for it cannot both win); `taken` is atomic.
-unsafe impl<const N: usize> Sync for RegionBuffer<N> {}
-
-impl<const N: usize> RegionBuffer<N> {
-    /// `N` bytes not yet taken.
+impl<const N: usize> RegionMemory<N> {
+    /// `N` uninitialised bytes.
     pub const fn new() -> Self {
-        Self {
-            memory: UnsafeCell::new([MaybeUninit::uninit(); N]),
-            taken: AtomicBool::new(false),
-        }
+        Self([MaybeUninit::uninit(); N])
     }
 
-    /// The memory, the first time; `None` ever after (so no two `&mut` to it ever exist).
-    pub fn take(&'static self) -> Option<&'static mut [MaybeUninit<u8>]> {
-        if self.taken.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        // SAFETY: the swap above returned `false` to this caller alone, and nothing else
-        // reaches `memory`, so this is the only reference to it, for the rest of the program.
-        Some(unsafe { &mut *self.memory.get() })
+    /// The memory as a region for [`Heap::add_region`](crate::Heap::add_region).
+    pub fn region(&'static mut self) -> &'static mut [MaybeUninit<u8>] {
+        &mut self.0
     }
 }
 
-impl<const N: usize> Default for RegionBuffer<N> {
+impl<const N: usize> Default for RegionMemory<N> {
     fn default() -> Self {
         Self::new()
     }
@@ -256,15 +229,17 @@ mod tests {
     use std::vec;
 
     #[test]
-    fn a_region_buffer_is_taken_once_and_page_aligned() {
-        static B: RegionBuffer<1000> = RegionBuffer::new();
-        let r = B.take().expect("first take");
+    fn region_memory_is_taken_once_and_page_aligned() {
+        type Buffer<const N: usize> = static_cell::ConstStaticCell<RegionMemory<N>>;
+        static B: Buffer<1000> = Buffer::new(RegionMemory::new());
+        let r = B.try_take().expect("first take").region();
         assert_eq!(r.len(), 1000);
         assert_eq!(r.as_ptr() as usize % 256, 0);
-        assert!(B.take().is_none());
-        assert!(B.take().is_none());
-        assert_eq!(core::mem::size_of::<RegionBuffer<1000>>(), 1024);
-        assert_eq!(core::mem::size_of::<RegionBuffer<1024>>(), 1024 + 256);
+        assert!(B.try_take().is_none());
+        assert!(B.try_take().is_none());
+        // The memory rounded up to the alignment, then the once-flag, rounded up again.
+        assert_eq!(core::mem::size_of::<Buffer<1000>>(), 1024 + 256);
+        assert_eq!(core::mem::size_of::<Buffer<1024>>(), 1024 + 256);
     }
 
     fn leak(n: usize) -> &'static mut [MaybeUninit<u8>] {

@@ -12,8 +12,8 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 
 use cpuheap::{
-    Config, DefaultFatal, DefaultRawMutex, FatalHook, Fault, Heap, RegionBuffer, SingleCore,
-    SingleCpu, StaticRegion,
+    Config, DefaultFatal, DefaultRawMutex, FatalHook, Fault, Heap, SingleCore, SingleCpu,
+    StaticRegion,
 };
 
 extern "C" {
@@ -59,7 +59,9 @@ fn hook_fn(fault: &Fault) -> ! {
     panic!("{}", fault)
 }
 
-static BUFFER: RegionBuffer<4096> = RegionBuffer::new();
+/// What `init_region!` declares.
+static BUFFER: cpuheap::__private::ConstStaticCell<cpuheap::__private::RegionMemory<4096>> =
+    cpuheap::__private::ConstStaticCell::new(cpuheap::__private::RegionMemory::new());
 
 #[test]
 fn small_config_heaps_are_bss() {
@@ -68,7 +70,7 @@ fn small_config_heaps_are_bss() {
         in_bss(&DEFAULT_HOOK),
         "SingleCpu with the default hook is .bss"
     );
-    assert!(in_bss(&BUFFER), "a region buffer is .bss");
+    assert!(in_bss(&BUFFER), "init_region!'s buffer is .bss");
 }
 
 #[cfg(feature = "critical-section")]
