@@ -24,16 +24,14 @@
 //!   `StdHeap`.
 //!
 //! ```no_run
-//! use core::mem::MaybeUninit;
 //! use cpuheap::{Config, Heap, SingleCpu, StaticRegion};
 //!
 //! #[global_allocator]
 //! static HEAP: Heap<StaticRegion<1>> = Heap::new(StaticRegion::new(), SingleCpu::new(), Config::small());
-//! static mut REGION: [MaybeUninit<u8>; 32 * 1024] = [MaybeUninit::uninit(); 32 * 1024];
 //!
 //! fn main() {
-//!     // SAFETY: called once, before anything else uses REGION.
-//!     HEAP.add_region(unsafe { &mut *core::ptr::addr_of_mut!(REGION) });
+//!     // 32 KiB of static memory, handed over once.
+//!     cpuheap::init_region!(HEAP, 32 * 1024);
 //! }
 //! ```
 #![cfg_attr(not(any(feature = "std", test)), no_std)]

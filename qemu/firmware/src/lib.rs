@@ -4,7 +4,7 @@
 //!
 //! Boards (chosen by `build.rs` from the target): `mps2-an386` (Cortex-M4F, 4 MiB of RAM;
 //! a 64 KiB heap) and `microbit` (Cortex-M0, 16 KiB of RAM, no compare-and-swap; a 6 KiB
-//! heap, beside ~2.5 KiB for the `Heap` itself and the stack).
+//! heap, beside the `Heap` itself (about 2.2 KiB, `.bss`) and the stack).
 #![no_std]
 
 use core::sync::atomic::{AtomicU8, Ordering};
