@@ -29,6 +29,7 @@ use core::ptr;
 
 use lock_api::{Mutex, RawMutex};
 
+use crate::heap::{StoredBatchBytes, StoredMinSpan};
 use crate::page_heap::{Geometry, PageHeap};
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
@@ -71,11 +72,11 @@ pub(crate) struct CentralCache<S: PageSource, R: RawMutex> {
     /// The page heap this tier carves its spans from (and large objects come from).
     pub(crate) pages: PageHeap<S, R>,
     /// The least a size-class span spans (see [`span_pages`]).
-    min_span_bytes: usize,
+    pub(crate) min_span_bytes: StoredMinSpan,
     /// About how many bytes move between a CPU cache and this tier in one batch.
-    batch_bytes: usize,
+    pub(crate) batch_bytes: StoredBatchBytes,
     /// Whole batches each class's transfer cache may hold.
-    transfer_batches: u16,
+    pub(crate) transfer_batches: u16,
     /// Empty spans each class may keep listed.
     pub(crate) reserve_spans: u16,
 }
@@ -94,8 +95,8 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         Self {
             classes: [const { CachePadded(CentralClass::new()) }; NUM_CLASSES],
             pages: PageHeap::new(source, geom),
-            min_span_bytes: policy.min_span_bytes,
-            batch_bytes: policy.batch_bytes,
+            min_span_bytes: StoredMinSpan::new(policy.min_span_bytes),
+            batch_bytes: StoredBatchBytes::new(policy.batch_bytes),
             transfer_batches: policy.transfer_batches,
             reserve_spans: policy.reserve_spans,
         }
@@ -104,7 +105,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
     /// Objects in one whole batch of `class`.
     #[inline]
     pub(crate) fn batch(&self, class: usize) -> usize {
-        batch_objects(class, self.batch_bytes)
+        batch_objects(class, self.batch_bytes.get())
     }
 
     /// Whether `class`'s transfer cache can hold anything: it is enabled, and the class's
@@ -125,7 +126,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
             // SAFETY: we hold the class lock; the transfer cache holds whole batches of `n`.
             return unsafe { c.pop_transfer(&mut list, n) };
         }
-        c.remove_from_spans(&mut list, class, n, &self.pages, self.min_span_bytes)
+        c.remove_from_spans(&mut list, class, n, &self.pages, self.min_span_bytes.get())
     }
 
     /// Give back the objects of `chain` (null-terminated, of `class`): into the transfer
@@ -293,7 +294,7 @@ impl<R: RawMutex> CentralClass<R> {
         pages_below: &PageHeap<S, R>,
         min_span_bytes: usize,
     ) -> Chain {
-        let page_size = pages_below.geom.page_size();
+        let page_size = pages_below.geom().page_size();
         let size = class_size(class);
         let mut chain = Chain::EMPTY;
         let mut free = self.free_objects.load(Ordering::Relaxed);
@@ -356,7 +357,7 @@ impl<R: RawMutex> CentralClass<R> {
         pages: &PageHeap<S, R>,
         reserve: u16,
     ) {
-        let page_shift = pages.geom.page_shift;
+        let page_shift = pages.geom().page_shift;
         let mut free = self.free_objects.load(Ordering::Relaxed);
         while !head.is_null() {
             let obj = head;

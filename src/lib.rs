@@ -24,16 +24,14 @@
 //!   `StdHeap`.
 //!
 //! ```no_run
-//! use core::mem::MaybeUninit;
 //! use cpuheap::{Config, Heap, SingleCpu, StaticRegion};
 //!
 //! #[global_allocator]
 //! static HEAP: Heap<StaticRegion<1>> = Heap::new(StaticRegion::new(), SingleCpu::new(), Config::small());
-//! static mut REGION: [MaybeUninit<u8>; 32 * 1024] = [MaybeUninit::uninit(); 32 * 1024];
 //!
 //! fn main() {
-//!     // SAFETY: called once, before anything else uses REGION.
-//!     HEAP.add_region(unsafe { &mut *core::ptr::addr_of_mut!(REGION) });
+//!     // 32 KiB of static memory, handed over once.
+//!     cpuheap::init_region!(HEAP, 32 * 1024);
 //! }
 //! ```
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
@@ -68,8 +66,60 @@ pub use page_map::{FlatMap, PageMap};
 #[cfg(target_pointer_width = "64")]
 pub use page_map::{RadixMap, WindowMap};
 pub use page_source::{PageSource, Run, StaticRegion, Window};
+
+/// What [`init_region!`] expands to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::page_source::RegionMemory;
+    pub use static_cell::ConstStaticCell;
+}
+
+/// Give a heap over [`StaticRegion`]s a region of `$bytes` bytes of static memory, safely:
+/// the macro declares the memory in a private `static` and hands it to
+/// [`Heap::add_region`]. No `unsafe` and no `static mut` in your code.
+///
+/// The `static` is a `static_cell::ConstStaticCell` (a once-flag) of `$bytes` uninitialised
+/// bytes aligned to 256 (the smallest page size, so `Config::small()`'s pages lose nothing to
+/// trimming): `.bss`, `$bytes` rounded up to a multiple of 256, plus 256 for the flag.
+///
+/// Evaluates to `true` if the heap took the region. Each place the macro is written has its
+/// own buffer, which it hands over the first time that place runs; if it runs again (a loop,
+/// a function called twice), it hands nothing over and evaluates to `false`, so no memory is
+/// ever given to a heap twice. `false` too if the heap already holds as many regions as its
+/// `StaticRegion<N>` takes (the buffer is then lost).
+///
+/// Run it before the first allocation (and before interrupt handlers that allocate are
+/// enabled), or later to give the heap more memory.
+///
+/// ```
+/// use cpuheap::{Config, Heap, SingleCpu, StaticRegion};
+///
+/// static HEAP: Heap<StaticRegion<1>> = Heap::new(StaticRegion::new(), SingleCpu::new(), Config::small());
+///
+/// fn init() -> bool {
+///     cpuheap::init_region!(HEAP, 16 * 1024)
+/// }
+///
+/// assert!(init(), "16 KiB handed over");
+/// assert!(!init(), "the same buffer is never handed over twice");
+/// let v = allocator_api2::vec::Vec::<u32, _>::with_capacity_in(100, &HEAP);
+/// assert!(v.capacity() >= 100);
+/// ```
+#[macro_export]
+macro_rules! init_region {
+    ($heap:expr, $bytes:expr $(,)?) => {{
+        static BUFFER: $crate::__private::ConstStaticCell<
+            $crate::__private::RegionMemory<{ $bytes }>,
+        > = $crate::__private::ConstStaticCell::new($crate::__private::RegionMemory::new());
+        match BUFFER.try_take() {
+            ::core::option::Option::Some(memory) => $heap.add_region(memory.region()),
+            ::core::option::Option::None => false,
+        }
+    }};
+}
 pub use platform::{
-    default_fatal, ExclusiveSlots, Fault, FaultKind, Platform, SingleCore, SingleCpu,
+    default_fatal, DefaultFatal, ExclusiveSlots, FatalHook, Fault, FaultKind, Platform, SingleCore,
+    SingleCpu,
 };
 pub use stats::Stats;
 #[cfg(feature = "critical-section")]

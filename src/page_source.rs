@@ -1,4 +1,5 @@
-//! Where the heap's memory comes from: the [`PageSource`] trait and [`StaticRegion`].
+//! Where the heap's memory comes from: the [`PageSource`] trait, [`StaticRegion`], and the
+//! static memory that [`init_region!`](crate::init_region) hands over.
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -221,12 +222,54 @@ fn trim(run: Run, align: usize) -> Option<Run> {
     })
 }
 
+/// `N` bytes of memory for a heap region: what [`init_region!`](crate::init_region) keeps in
+/// a `static` `ConstStaticCell` (from `static_cell`), which hands it out at most once.
+///
+/// Aligned to 256 bytes (the smallest page size, [`Config::small`](crate::Config::small)'s),
+/// so a heap with such pages loses nothing to trimming. No byte of it is initialised: the
+/// `static` is `.bss`.
+#[doc(hidden)]
+#[repr(C, align(256))]
+pub struct RegionMemory<const N: usize>([MaybeUninit<u8>; N]);
+
+impl<const N: usize> RegionMemory<N> {
+    /// `N` uninitialised bytes.
+    pub const fn new() -> Self {
+        Self([MaybeUninit::uninit(); N])
+    }
+
+    /// The memory as a region for [`Heap::add_region`](crate::Heap::add_region).
+    pub fn region(&'static mut self) -> &'static mut [MaybeUninit<u8>] {
+        &mut self.0
+    }
+}
+
+impl<const N: usize> Default for RegionMemory<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
     use std::boxed::Box;
     use std::vec;
+
+    #[test]
+    fn region_memory_is_taken_once_and_page_aligned() {
+        type Buffer<const N: usize> = static_cell::ConstStaticCell<RegionMemory<N>>;
+        static B: Buffer<1000> = Buffer::new(RegionMemory::new());
+        let r = B.try_take().expect("first take").region();
+        assert_eq!(r.len(), 1000);
+        assert_eq!(r.as_ptr() as usize % 256, 0);
+        assert!(B.try_take().is_none());
+        assert!(B.try_take().is_none());
+        // The memory rounded up to the alignment, then the once-flag, rounded up again.
+        assert_eq!(core::mem::size_of::<Buffer<1000>>(), 1024 + 256);
+        assert_eq!(core::mem::size_of::<Buffer<1024>>(), 1024 + 256);
+    }
 
     fn leak(n: usize) -> &'static mut [MaybeUninit<u8>] {
         Box::leak(vec![MaybeUninit::uninit(); n].into_boxed_slice())

@@ -84,6 +84,47 @@ impl ExclusiveSlots {
     }
 }
 
+/// What a platform does with a fatal misuse of the heap (see [`Platform::fatal`]).
+///
+/// Implement it on a zero-sized type of your own to keep the heap value all zero bytes, so
+/// that a `static` heap is placed in `.bss` and costs no flash for an initial image:
+///
+/// ```
+/// use cpuheap::{FatalHook, Fault};
+///
+/// struct OnFatal;
+/// impl FatalHook for OnFatal {
+///     fn fatal(&self, fault: &Fault) -> ! {
+///         panic!("{}", fault) // or log it, then reset
+///     }
+/// }
+/// ```
+///
+/// A function pointer (`fn(&Fault) -> !`) is a hook too, but it is stored in the heap: a
+/// `static` heap with one is initialised data (`.data`), its image in flash.
+pub trait FatalHook: Sync {
+    /// Called on a misuse the heap detects, with no heap lock held. Must not return, nor
+    /// unwind (it runs inside `GlobalAlloc` methods).
+    fn fatal(&self, fault: &Fault) -> !;
+}
+
+/// The default fatal hook, [`default_fatal`]: print and abort with the `std` feature, panic
+/// without it. Zero-sized.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultFatal;
+
+impl FatalHook for DefaultFatal {
+    fn fatal(&self, fault: &Fault) -> ! {
+        default_fatal(fault)
+    }
+}
+
+impl FatalHook for fn(&Fault) -> ! {
+    fn fatal(&self, fault: &Fault) -> ! {
+        self(fault)
+    }
+}
+
 /// A single-CPU platform: always CPU 0, with a replaceable fatal hook.
 ///
 /// The default hook, with the `std` feature, prints the fault to standard error and aborts
@@ -91,20 +132,21 @@ impl ExclusiveSlots {
 /// targets (`panic = "abort"`) reaches the program's panic handler and never unwinds. Give your
 /// own hook with [`SingleCpu::with_fatal_hook`].
 #[derive(Clone, Copy)]
-pub struct SingleCpu {
-    hook: fn(&Fault) -> !,
+pub struct SingleCpu<H: FatalHook = DefaultFatal> {
+    hook: H,
 }
 
 impl SingleCpu {
     /// CPU 0, default fatal hook.
     pub const fn new() -> Self {
-        Self {
-            hook: default_fatal,
-        }
+        Self { hook: DefaultFatal }
     }
+}
 
-    /// CPU 0, with `hook` called on a fatal fault.
-    pub const fn with_fatal_hook(hook: fn(&Fault) -> !) -> Self {
+impl<H: FatalHook> SingleCpu<H> {
+    /// CPU 0, with `hook` called on a fatal fault: a [`FatalHook`] type of your own, or a
+    /// function `fn(&Fault) -> !` (then the platform's type is `SingleCpu<fn(&Fault) -> !>`).
+    pub const fn with_fatal_hook(hook: H) -> Self {
         Self { hook }
     }
 }
@@ -115,14 +157,14 @@ impl Default for SingleCpu {
     }
 }
 
-impl Platform for SingleCpu {
+impl<H: FatalHook> Platform for SingleCpu<H> {
     #[inline(always)]
     fn current_cpu(&self) -> usize {
         0
     }
 
     fn fatal(&self, fault: &Fault) -> ! {
-        (self.hook)(fault)
+        self.hook.fatal(fault)
     }
 }
 
@@ -134,9 +176,12 @@ impl Platform for SingleCpu {
 ///
 /// Unlike [`SingleCpu`], which is correct anywhere, this is a promise, made with `unsafe` at
 /// construction: nothing runs the heap on a second core (or a second thread) at the same time.
+///
+/// Its hook is a [`FatalHook`]: with a zero-sized one (the default, or a type of your own) the
+/// platform is zero-sized, and a `static` heap over a static region is all zero bytes (`.bss`).
 #[derive(Clone, Copy)]
-pub struct SingleCore {
-    hook: fn(&Fault) -> !,
+pub struct SingleCore<H: FatalHook = DefaultFatal> {
+    hook: H,
 }
 
 impl SingleCore {
@@ -147,21 +192,23 @@ impl SingleCore {
     /// interrupt handlers that interrupt it (each of which finishes before what it interrupted
     /// resumes). No second core or preemptive thread scheduler shares the heap.
     pub const unsafe fn new() -> Self {
-        Self {
-            hook: default_fatal,
-        }
+        Self { hook: DefaultFatal }
     }
+}
 
-    /// One core, with `hook` called on a fatal fault.
+impl<H: FatalHook> SingleCore<H> {
+    /// One core, with `hook` called on a fatal fault: a [`FatalHook`] type of your own (keeps
+    /// the platform zero-sized), or a function `fn(&Fault) -> !` (then the platform's type is
+    /// `SingleCore<fn(&Fault) -> !>`, and a `static` heap is initialised data).
     ///
     /// # Safety
-    /// As for [`new`](Self::new).
-    pub const unsafe fn with_fatal_hook(hook: fn(&Fault) -> !) -> Self {
+    /// As for [`new`](SingleCore::new).
+    pub const unsafe fn with_fatal_hook(hook: H) -> Self {
         Self { hook }
     }
 }
 
-impl Platform for SingleCore {
+impl<H: FatalHook> Platform for SingleCore<H> {
     #[inline(always)]
     fn current_cpu(&self) -> usize {
         0
@@ -178,7 +225,7 @@ impl Platform for SingleCore {
     }
 
     fn fatal(&self, fault: &Fault) -> ! {
-        (self.hook)(fault)
+        self.hook.fatal(fault)
     }
 }
 
@@ -199,6 +246,7 @@ pub fn default_fatal(fault: &Fault) -> ! {
 
 /// What kind of misuse the heap detected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum FaultKind {
     /// The object was already free.
     DoubleFree,
@@ -261,6 +309,31 @@ impl fmt::Display for Fault {
                 write!(f, " (object size {})", self.object_size)
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// The same message as `Display`, for firmware that logs with defmt (feature `defmt`).
+#[cfg(feature = "defmt")]
+impl defmt::Format for Fault {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "cpuheap: {=str} at {=usize:#x}",
+            self.kind.name(),
+            self.addr
+        );
+        match self.kind {
+            FaultKind::SizeMismatch => defmt::write!(
+                f,
+                " (layout size {=usize}, object size {=usize})",
+                self.layout_size,
+                self.object_size
+            ),
+            FaultKind::InteriorPointer if self.object_size != 0 => {
+                defmt::write!(f, " (object size {=usize})", self.object_size)
+            }
+            _ => {}
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::sync::{AtomicUsize, Ordering};
 /// A snapshot of the heap's statistics. Byte counts of objects are in object (size-class or
 /// page-rounded) sizes, not requested sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Stats {
     /// Bytes allocated to the user and not freed.
     pub in_use_bytes: usize,

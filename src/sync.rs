@@ -14,25 +14,50 @@ pub type DefaultRawMutex = spin::mutex::SpinMutex<()>;
 /// page heap are then never interrupted while locked, so an allocating handler cannot deadlock
 /// against the code it interrupted. On a multi-core target the `critical-section`
 /// implementation must also exclude the other cores (most multi-core implementations do).
+///
+/// Each lock is one byte, its held flag. The critical section is shared by every lock of this
+/// type: the first lock taken enters it and keeps its restore state (in one static, not in
+/// each lock), later ones only count, and the last one released leaves it, in whatever order
+/// they are released. (A heap has one such lock per size class; a restore state in each would
+/// be 4 bytes more apiece with `cortex-m`'s `u32` state.)
 #[cfg(feature = "critical-section")]
 pub struct CriticalSectionRawMutex {
-    restore: core::cell::Cell<critical_section::RestoreState>,
     locked: core::cell::Cell<bool>,
 }
 
-// SAFETY: every access to the cells happens inside a critical section, which excludes all
-// other code that could touch them (interrupts, and other cores if the implementation covers
-// them).
+/// The critical section that every held [`CriticalSectionRawMutex`] shares: how many are
+/// held, and the restore state of the `acquire` that entered it.
+#[cfg(feature = "critical-section")]
+struct SharedSection {
+    held: core::cell::Cell<usize>,
+    restore: core::cell::Cell<critical_section::RestoreState>,
+}
+
+// SAFETY: the cells are only accessed inside a critical section (between an `acquire` and
+// its `release`), which excludes all other code that could touch them (interrupts, and other
+// cores if the implementation covers them).
+#[cfg(feature = "critical-section")]
+unsafe impl Sync for SharedSection {}
+
+#[cfg(feature = "critical-section")]
+static SECTION: SharedSection = SharedSection {
+    held: core::cell::Cell::new(0),
+    restore: core::cell::Cell::new(critical_section::RestoreState::invalid()),
+};
+
+// SAFETY: every access to `locked` happens inside a critical section, which excludes all
+// other code that could touch it (see `SharedSection`).
 #[cfg(feature = "critical-section")]
 unsafe impl Sync for CriticalSectionRawMutex {}
 
-// SAFETY: `lock` acquires a critical section and holds it until `unlock`, so at most one
-// holder exists at a time; `locked` turns a re-entrant `lock` into a failed `try_lock`.
+// SAFETY: `try_lock` sets `locked` inside a critical section only if it was clear, and the
+// critical section stays entered (`SECTION.held > 0`) until every held lock is unlocked, so
+// at most one holder of each lock exists at a time; `locked` turns a re-entrant `lock` into
+// a failed `try_lock`.
 #[cfg(feature = "critical-section")]
 unsafe impl lock_api::RawMutex for CriticalSectionRawMutex {
     #[allow(clippy::declare_interior_mutable_const)]
     const INIT: Self = Self {
-        restore: core::cell::Cell::new(critical_section::RestoreState::invalid()),
         locked: core::cell::Cell::new(false),
     };
     type GuardMarker = lock_api::GuardNoSend;
@@ -46,8 +71,10 @@ unsafe impl lock_api::RawMutex for CriticalSectionRawMutex {
     }
 
     fn try_lock(&self) -> bool {
-        // SAFETY: the state is stored and handed back to `release` in `unlock`, in LIFO order
-        // because the heap takes its locks in a fixed order and drops them in reverse.
+        // SAFETY: every `acquire` here is matched by a `release` of its state: at once (a
+        // failed attempt, or a lock taken while the section is already entered, which is
+        // the innermost acquire, so the order is LIFO), or, for the acquire that entered the
+        // section, by the `unlock` that leaves it, with every later acquire released before.
         let state = unsafe { critical_section::acquire() };
         if self.locked.get() {
             // SAFETY: releases the section acquired just above.
@@ -55,17 +82,31 @@ unsafe impl lock_api::RawMutex for CriticalSectionRawMutex {
             return false;
         }
         self.locked.set(true);
-        self.restore.set(state);
+        let held = SECTION.held.get();
+        if held == 0 {
+            SECTION.restore.set(state);
+        } else {
+            // SAFETY: the section is already entered by a held lock; this nested acquire is
+            // the innermost one.
+            unsafe { critical_section::release(state) };
+        }
+        SECTION.held.set(held + 1);
         true
     }
 
     unsafe fn unlock(&self) {
+        // The caller holds the lock, so the section is entered and the cells are ours.
         self.locked.set(false);
-        let state = self
-            .restore
-            .replace(critical_section::RestoreState::invalid());
-        // SAFETY: the caller holds the lock, so `state` came from the matching `acquire`.
-        unsafe { critical_section::release(state) };
+        let held = SECTION.held.get() - 1;
+        SECTION.held.set(held);
+        if held == 0 {
+            let state = SECTION
+                .restore
+                .replace(critical_section::RestoreState::invalid());
+            // SAFETY: the last held lock: `state` came from the acquire that entered the
+            // section, and every acquire after it has been released.
+            unsafe { critical_section::release(state) };
+        }
     }
 }
 
@@ -189,5 +230,41 @@ impl<T> core::ops::Deref for CachePadded<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+#[cfg(all(test, feature = "critical-section"))]
+mod tests {
+    extern crate std;
+    use super::*;
+    use lock_api::RawMutex;
+
+    #[test]
+    fn critical_section_locks_share_one_section_left_by_the_last() {
+        let (a, b) = (CriticalSectionRawMutex::INIT, CriticalSectionRawMutex::INIT);
+        assert!(a.try_lock());
+        assert!(!a.try_lock(), "re-entry fails");
+        assert_eq!(SECTION.held.get(), 1);
+        b.lock();
+        assert_eq!(SECTION.held.get(), 2);
+        // Out of order: the section stays entered until the last lock goes.
+        // SAFETY: `a` is held by this test.
+        unsafe { a.unlock() };
+        assert_eq!(SECTION.held.get(), 1);
+        assert!(a.try_lock(), "free again");
+        // SAFETY: `a` and `b` are held by this test.
+        unsafe {
+            a.unlock();
+            b.unlock();
+        }
+        // Left: another thread enters the critical section (the `std` implementation is a
+        // process-wide lock, which it could not take while this thread still held it).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || critical_section::with(|_| tx.send(()).unwrap()));
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the critical section was left");
+        let m: lock_api::Mutex<CriticalSectionRawMutex, u32> = lock_api::Mutex::new(7);
+        *m.lock() += 1;
+        assert_eq!(*m.lock(), 8);
     }
 }

@@ -1,5 +1,6 @@
 //! One size class's free list inside a CPU slot: a singly linked stack through the objects'
-//! first words, with its slow-start length limit.
+//! first words, with its slow-start length limit. An all-zero list is an empty one with the
+//! starting limit, so a heap in a `static` is zero bytes (`.bss`).
 
 use core::ptr;
 
@@ -11,16 +12,30 @@ use crate::span::FreeObj;
 pub(crate) struct FreeList {
     pub(crate) head: *mut FreeObj,
     pub(crate) len: u16,
-    /// Length above which a free sends a batch back; grows on each refill (slow start).
-    pub(crate) max_len: u16,
+    /// The length limit less one (so that 0 is the starting limit, one object). A free that
+    /// takes the list past the limit sends a batch back; the limit grows on each refill (slow
+    /// start). See [`max_len`](Self::max_len).
+    limit_less_one: u16,
 }
 
 impl FreeList {
     pub(crate) const EMPTY: FreeList = FreeList {
         head: ptr::null_mut(),
         len: 0,
-        max_len: 1,
+        limit_less_one: 0,
     };
+
+    /// Length above which a free sends a batch back (at least 1).
+    #[inline]
+    pub(crate) fn max_len(&self) -> usize {
+        self.limit_less_one as usize + 1
+    }
+
+    /// Set the length limit: `max` clamped to 1..=65536.
+    #[inline]
+    pub(crate) fn set_max_len(&mut self, max: usize) {
+        self.limit_less_one = (max.clamp(1, u16::MAX as usize + 1) - 1) as u16;
+    }
 
     /// Pop the first object, or null.
     ///
@@ -37,16 +52,20 @@ impl FreeList {
         obj
     }
 
-    /// Push a free object.
+    /// Push a free object. Returns whether the list is now longer than its limit (the
+    /// caller then sends a batch back).
     ///
     /// # Safety
     /// The caller must hold the slot's lock and own the free object.
     #[inline(always)]
-    pub(crate) unsafe fn push(&mut self, obj: *mut FreeObj) {
+    pub(crate) unsafe fn push(&mut self, obj: *mut FreeObj) -> bool {
         // SAFETY: the caller owns the object; its first word becomes the link.
         unsafe { (*obj).next = self.head };
         self.head = obj;
+        // `len + 1 > limit_less_one + 1`, decided on the length before the push.
+        let over = self.len > self.limit_less_one;
         self.len += 1;
+        over
     }
 
     /// Detach up to `n` objects from the front as a chain.
@@ -96,9 +115,9 @@ impl FreeList {
 
     /// After a refill: raise the limit by one up to a batch, then by a batch up to `cap`.
     pub(crate) fn grow_limit(&mut self, batch: usize, cap: usize) {
-        let max = self.max_len as usize;
+        let max = self.max_len();
         let next = if max < batch { max + 1 } else { max + batch };
-        self.max_len = next.min(cap).max(1) as u16;
+        self.set_max_len(next.min(cap));
     }
 }
 
@@ -114,8 +133,9 @@ mod tests {
         let mut l = FreeList::EMPTY;
         // SAFETY: the objects are distinct two-word buffers owned by the test.
         unsafe {
-            for &p in &ptrs {
-                l.push(p);
+            for (i, &p) in ptrs.iter().enumerate() {
+                // The starting limit is one object: every push past the first is over it.
+                assert_eq!(l.push(p), i >= 1);
             }
             assert_eq!(l.len, 10);
             let c = l.pop_chain(4);
@@ -139,8 +159,27 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..8 {
             l.grow_limit(4, 12);
-            seen.push(l.max_len);
+            seen.push(l.max_len());
         }
         assert_eq!(seen, [2, 3, 4, 8, 12, 12, 12, 12]);
+    }
+
+    #[test]
+    fn the_limit_decides_on_the_push_that_passes_it() {
+        let mut objs: Vec<[usize; 2]> = std::vec![[0; 2]; 4];
+        let mut l = FreeList::EMPTY;
+        assert_eq!(l.max_len(), 1, "an all-zero list starts at one object");
+        l.set_max_len(3);
+        assert_eq!(l.max_len(), 3);
+        let over: Vec<bool> = objs
+            .iter_mut()
+            // SAFETY: distinct two-word buffers owned by the test.
+            .map(|o| unsafe { l.push(o.as_mut_ptr().cast()) })
+            .collect();
+        assert_eq!(over, [false, false, false, true]);
+        l.set_max_len(0);
+        assert_eq!(l.max_len(), 1, "clamped to one");
+        l.set_max_len(1 << 20);
+        assert_eq!(l.max_len(), 65536, "clamped to the field");
     }
 }

@@ -32,6 +32,7 @@ use core::ptr;
 use lock_api::RawMutex;
 
 use crate::central_cache::{CentralCache, Chain};
+use crate::heap::StoredCacheBytes;
 use crate::page_source::PageSource;
 use crate::platform::{Fault, FaultKind, Platform};
 use crate::size_class::{class_size, NUM_CLASSES};
@@ -53,7 +54,7 @@ pub(crate) struct CpuCache<S: PageSource, P: Platform, R: RawMutex, const CPUS: 
     /// Counters of the paths that do not own a slot, and the heap-wide in-use total.
     pub(crate) shared: SharedStats,
     /// Bytes of free objects a slot may keep before it sends some back.
-    budget: usize,
+    pub(crate) budget: StoredCacheBytes,
 }
 
 impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, R, CPUS> {
@@ -70,7 +71,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             seen_vacated: AtomicUsize::new(0),
             central,
             shared: SharedStats::new(),
-            budget,
+            budget: StoredCacheBytes::new(budget),
         }
     }
 
@@ -159,9 +160,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
                 self.double_free(obj);
             }
             // SAFETY: we hold the slot; the object is free and of this class.
-            unsafe { list.push(obj) };
+            let over = unsafe { list.push(obj) };
             count_op(&g, class_size(class), false);
-            if list.len > list.max_len {
+            if over {
                 self.flush(g, class);
             }
             return;
@@ -185,7 +186,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         // The guard is taken by value so that the fast path need not spill it to the stack.
         let g = &g;
         let batch = self.central.batch(class);
-        let want = (g.cache().lists[class].max_len as usize).clamp(1, batch);
+        let want = g.cache().lists[class].max_len().clamp(1, batch);
         self.sweep_vacated();
         let mut chain = self.central.remove_batch(class, want);
         if chain.len == 0 {
@@ -208,7 +209,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         }
         count_op(g, size, true);
         self.publish(g);
-        if st.cached_bytes.load(Ordering::Relaxed) > self.budget {
+        if st.cached_bytes.load(Ordering::Relaxed) > self.budget.get() {
             self.enforce_budget(g, class);
         }
         obj.cast()
@@ -216,7 +217,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
 
     /// Longest list a slot keeps for `class`.
     fn list_cap(&self, class: usize, batch: usize) -> usize {
-        (self.budget / class_size(class))
+        (self.budget.get() / class_size(class))
             .max(batch)
             .min(u16::MAX as usize / 2)
     }
@@ -234,11 +235,11 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         // A list that only ever frees (a consumer) never refills, so its limit grows here,
         // one per flush up to a batch: its flushes then send whole batches, which the
         // transfer cache takes as they are.
-        if (list.max_len as usize) < batch {
-            list.max_len += 1;
+        if list.max_len() < batch {
+            list.set_max_len(list.max_len() + 1);
         }
         self.release_chain(g, class, chain);
-        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.budget {
+        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.budget.get() {
             self.enforce_budget(g, class);
         }
     }
@@ -252,10 +253,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             if list.len > 0 {
                 // SAFETY: we hold the slot.
                 let chain = unsafe { list.pop_chain((list.len as usize).div_ceil(2)) };
-                list.max_len = (list.max_len / 2).max(1);
+                list.set_max_len(list.max_len() / 2);
                 self.release_chain(g, c, chain);
             }
-            if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= self.budget / 2 {
+            if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= self.budget.get() / 2 {
                 break;
             }
         }
@@ -326,7 +327,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         let min = if CPUS == 1 {
             0
         } else {
-            (self.budget / 16).min(16 * 1024)
+            (self.budget.get() / 16).min(16 * 1024)
         };
         if (delta as isize).unsigned_abs() > min {
             st.published.store(net, Ordering::Relaxed);
@@ -358,7 +359,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             let list = &mut g.cache().lists[class];
             // SAFETY: we hold the slot.
             let chain = unsafe { list.pop_chain(list.len as usize) };
-            list.max_len = 1;
+            list.set_max_len(1);
             self.release_chain(g, class, chain);
         }
     }

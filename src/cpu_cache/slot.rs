@@ -14,11 +14,16 @@ pub(crate) struct SlotCache {
 }
 
 /// A CPU slot: its guard, lists and counters, on its own cache line.
+///
+/// In this order (`repr(C)`): the guard flags and the counters the fast paths touch sit at
+/// small offsets from the slot's start, which Thumb-1 loads and stores can address with an
+/// immediate (at most 124 bytes), so the fast paths need one base address for all of them.
+#[repr(C)]
 #[cfg_attr(target_pointer_width = "64", repr(align(64)))]
 pub(crate) struct CpuSlot {
     pub(crate) lock: SlotLock,
-    pub(crate) cache: UnsafeCell<SlotCache>,
     pub(crate) stats: SlotStats,
+    pub(crate) cache: UnsafeCell<SlotCache>,
 }
 
 // SAFETY: `cache` is only accessed through a `SlotGuard`, which exists only while its context

@@ -26,7 +26,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if p.is_null() {
             return;
         }
-        if let Some(pr) = self.map().page(p as usize, self.page_shift) {
+        if let Some(pr) = self.map().page(p as usize, self.page_shift()) {
             let (word, bit) = self.live_bit(&pr, p as usize);
             let old = word.fetch_or(bit, Ordering::Relaxed);
             debug_assert_eq!(old & bit, 0, "object handed out twice");
@@ -50,7 +50,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         // SAFETY: a page in use points at its live span record.
         let s = unsafe { &*span };
         let object_size = if tag == CLASS_LARGE {
-            s.pages << self.page_shift
+            s.pages << self.page_shift()
         } else {
             class_size(tag as usize)
         };

@@ -11,6 +11,7 @@ pub(crate) const MAX_MIN_SPAN_BYTES: usize = 32 * 1024;
 /// Sizes and budgets of a heap. Build one with [`Config::new`] (desktop and kernel sizes) or
 /// [`Config::small`] (firmware), then adjust with the `with_*` methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Config {
     /// Page size in bytes: a power of two from 256 to 64 KiB. Spans are whole pages, and the
     /// page map has one entry per page.
@@ -137,6 +138,38 @@ impl Config {
         );
     }
 }
+
+/// A configuration value as a heap stores it: XOR'd with `Config::small()`'s (`SMALL`), so
+/// that a heap built with `Config::small()` holds only zeros and a `static` of it is placed in
+/// `.bss` (RAM only, no initial image in flash). Decoding costs one XOR, on slow paths.
+#[derive(Clone, Copy)]
+pub(crate) struct Stored<const SMALL: usize>(usize);
+
+impl<const SMALL: usize> Stored<SMALL> {
+    pub(crate) const fn new(value: usize) -> Self {
+        Self(value ^ SMALL)
+    }
+
+    #[inline(always)]
+    pub(crate) const fn get(self) -> usize {
+        self.0 ^ SMALL
+    }
+}
+
+/// `Config::small()`, whose values are stored as zeros.
+const SMALL: Config = Config::small();
+/// [`Config::max_small`] as stored.
+pub(crate) type StoredMaxSmall = Stored<{ SMALL.max_small }>;
+/// [`Config::cpu_cache_bytes`] as stored.
+pub(crate) type StoredCacheBytes = Stored<{ SMALL.cpu_cache_bytes }>;
+/// [`Config::batch_bytes`] as stored.
+pub(crate) type StoredBatchBytes = Stored<{ SMALL.batch_bytes }>;
+/// [`Config::grow_bytes`] as stored.
+pub(crate) type StoredGrowBytes = Stored<{ SMALL.grow_bytes }>;
+/// [`Config::min_span_bytes`] as stored.
+pub(crate) type StoredMinSpan = Stored<{ SMALL.min_span_bytes }>;
+/// The page shift (log2 of [`Config::page_size`]) as stored.
+pub(crate) type StoredPageShift = Stored<{ SMALL.page_size.trailing_zeros() as usize }>;
 
 impl Default for Config {
     fn default() -> Self {

@@ -33,6 +33,19 @@ impl fmt::Display for InvariantError {
     }
 }
 
+/// The same message as `Display`, for firmware that logs with defmt (feature `defmt`).
+#[cfg(feature = "defmt")]
+impl defmt::Format for InvariantError {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(
+            f,
+            "cpuheap invariant violated: {=str} (at {=usize:#x})",
+            self.what,
+            self.at
+        )
+    }
+}
+
 fn broken<T>(what: &'static str, at: usize) -> Result<T, InvariantError> {
     Err(InvariantError { what, at })
 }
@@ -227,7 +240,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
 
     /// An object of `class` at `addr` must lie at an object boundary of a span of `class`.
     fn check_object(&self, addr: usize, class: usize) -> Result<(), InvariantError> {
-        let Some(pr) = self.map().page(addr, self.page_shift) else {
+        let Some(pr) = self.map().page(addr, self.page_shift()) else {
             return broken("cached object outside the heap", addr);
         };
         if pr.class.load(Ordering::Relaxed) as usize != class {
@@ -283,7 +296,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // free.
             for i in 0..ext.mapped_pages() {
                 let addr = ext.base + i * page;
-                let Some(pr) = self.map().page(addr, self.page_shift) else {
+                let Some(pr) = self.map().page(addr, self.page_shift()) else {
                     return broken("extent page missing from the page map", addr);
                 };
                 let tag = pr.class.load(Ordering::Relaxed);
@@ -424,7 +437,7 @@ mod tests {
         // A span that lost count of an object it handed out.
         let span = h
             .map()
-            .page(p as usize, h.page_shift)
+            .page(p as usize, h.page_shift())
             .unwrap()
             .span
             .load(Ordering::Relaxed);

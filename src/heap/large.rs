@@ -31,9 +31,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         // than the source can ever give fails here, before any lock or metadata.
         let pages = size
             .checked_add(page - 1)
-            .map(|b| (b >> self.page_shift).max(1));
+            .map(|b| (b >> self.page_shift()).max(1));
         let Some(pages) = pages.filter(|&p| {
-            (p << self.page_shift)
+            (p << self.page_shift())
                 .checked_add(align - page)
                 .is_some_and(|b| b <= self.pages().max_request())
         }) else {
@@ -50,7 +50,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             return (ptr::null_mut(), false);
         };
         self.cpu.shared.large_allocs.fetch_add(1, Ordering::Relaxed);
-        self.cpu.shared.record_other(true, pages << self.page_shift);
+        self.cpu
+            .shared
+            .record_other(true, pages << self.page_shift());
         // SAFETY: a live span record just allocated.
         (unsafe { (*span).start as *mut u8 }, zeroed)
     }
@@ -58,7 +60,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// Free a pointer whose page is not a small-object page: a large span, or a fault.
     #[cold]
     pub(super) fn free_page_span(&self, tag: u8, addr: usize, layout: Layout) {
-        match self.map().page(addr, self.page_shift) {
+        match self.map().page(addr, self.page_shift()) {
             Some(pr) if tag == CLASS_LARGE => self.free_large(&pr, addr, layout),
             _ => self.bad_page(tag, addr),
         }
@@ -82,7 +84,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         }
         self.cpu
             .shared
-            .record_other(false, pages << self.page_shift);
+            .record_other(false, pages << self.page_shift());
     }
 
     /// Shrink or grow a large span without copying: in place, or for a span with a direct run
@@ -103,10 +105,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         }
         let new_pages = new_size
             .checked_add(self.page_size() - 1)
-            .map(|b| (b >> self.page_shift).max(1))?;
+            .map(|b| (b >> self.page_shift()).max(1))?;
         // More than the source could ever give: leave it to the caller, whose new allocation
         // fails at once.
-        if new_pages > pages && new_pages << self.page_shift > self.pages().max_request() {
+        if new_pages > pages && new_pages << self.page_shift() > self.pages().max_request() {
             return None;
         }
         let mut at = addr;
@@ -115,7 +117,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         } else if new_pages < pages {
             // SAFETY: a live large span, shrunk to at least one page.
             unsafe { self.pages().shrink_span(span, new_pages) };
-            -(((pages - new_pages) << self.page_shift) as isize)
+            -(((pages - new_pages) << self.page_shift()) as isize)
         } else {
             // SAFETY: a live large span, grown; its one object is the caller's, being
             // reallocated, so it may move (the realloc contract hands out the new address).
@@ -134,7 +136,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             if !grown {
                 return None;
             }
-            ((new_pages - pages) << self.page_shift) as isize
+            ((new_pages - pages) << self.page_shift()) as isize
         };
         if delta > 0 {
             self.cpu

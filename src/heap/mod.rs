@@ -24,6 +24,10 @@ pub use self::config::Config;
 use self::config::FAST_SIZE;
 #[cfg(test)]
 pub(crate) use self::config::MAX_MIN_SPAN_BYTES;
+pub(crate) use self::config::{
+    StoredBatchBytes, StoredCacheBytes, StoredGrowBytes, StoredMaxSmall, StoredMinSpan,
+    StoredPageShift,
+};
 pub use self::invariants::InvariantError;
 use crate::central_cache::{CentralCache, CentralPolicy};
 use crate::cpu_cache::CpuCache;
@@ -51,7 +55,11 @@ fn is_small(tag: u8) -> bool {
 ///   `CriticalSectionRawMutex`).
 /// - `CPUS` is the number of CPU slots; the platform's CPU index is taken modulo it.
 ///
-/// It can be built in a `static` and used as the `#[global_allocator]`.
+/// It can be built in a `static` and used as the `#[global_allocator]`. Built with
+/// [`Config::small()`], a zero-sized platform (such as [`SingleCore`](crate::SingleCore) with a
+/// zero-sized [`FatalHook`](crate::FatalHook)) and a lock whose initial state is zero (both of
+/// this crate's are), its bytes are all zero: the `static` goes to `.bss` and costs no flash
+/// for an initial image. (Each setting is stored as its difference from `Config::small()`'s.)
 pub struct Heap<
     S: PageSource,
     P: Platform = SingleCpu,
@@ -60,8 +68,8 @@ pub struct Heap<
 > {
     /// Tier 1 (with the platform), which owns tier 2 ([`CentralCache`]), which owns tier 3 ([`PageHeap`]).
     cpu: CpuCache<S, P, R, CPUS>,
-    cfg: Config,
-    page_shift: u32,
+    /// [`Config::max_small`]; the other settings live in the tier that uses them.
+    max_small: StoredMaxSmall,
 }
 
 impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, CPUS> {
@@ -90,14 +98,25 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let central = CentralCache::new(source, geom, policy);
         Self {
             cpu: CpuCache::new(central, platform, config.cpu_cache_bytes),
-            cfg: config,
-            page_shift,
+            max_small: StoredMaxSmall::new(config.max_small),
         }
     }
 
-    /// The configuration the heap was built with.
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The configuration in effect: the one the heap was built with, except that a heap with
+    /// one CPU slot reports `transfer_batches: 0` (it has no transfer cache).
+    pub fn config(&self) -> Config {
+        let geom = self.pages().geom();
+        let central = &self.cpu.central;
+        Config {
+            page_size: geom.page_size(),
+            max_small: self.max_small.get(),
+            cpu_cache_bytes: self.cpu.budget.get(),
+            batch_bytes: central.batch_bytes.get(),
+            grow_bytes: geom.grow_bytes,
+            min_span_bytes: central.min_span_bytes.get(),
+            transfer_batches: central.transfer_batches,
+            reserve_spans: central.reserve_spans,
+        }
     }
 
     /// The platform.
@@ -122,9 +141,15 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         &self.cpu.central.pages.map
     }
 
+    /// log2 of the page size.
+    #[inline(always)]
+    fn page_shift(&self) -> u32 {
+        self.pages().geom().page_shift
+    }
+
     #[inline(always)]
     fn page_size(&self) -> usize {
-        1 << self.page_shift
+        1 << self.page_shift()
     }
 
     /// The size class serving `size` bytes aligned to `align`, or `None` for a page span.
@@ -135,7 +160,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if align > self.page_size() {
             None
         } else {
-            class_for(size, align, self.cfg.max_small)
+            class_for(size, align, self.max_small.get())
         }
     }
 
@@ -219,13 +244,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         // The checks need the whole entry; without them the class byte is enough. One map
         // walk either way.
         #[cfg(any(feature = "checked", feature = "misuse-checks"))]
-        let (tag, pr) = match self.map().page(addr, self.page_shift) {
+        let (tag, pr) = match self.map().page(addr, self.page_shift()) {
             Some(pr) => (pr.class.load(Ordering::Relaxed), pr),
             None => self.fault(FaultKind::ForeignPointer, addr),
         };
         // A pointer no run covers reads as never used, which the page-span path reports.
         #[cfg(not(any(feature = "checked", feature = "misuse-checks")))]
-        let tag = self.map().class_of(addr, self.page_shift);
+        let tag = self.map().class_of(addr, self.page_shift());
         if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, true);
@@ -293,7 +318,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             return ptr::null_mut();
         };
         let addr = ptr as usize;
-        let Some(pr) = self.map().page(addr, self.page_shift) else {
+        let Some(pr) = self.map().page(addr, self.page_shift()) else {
             self.fault(FaultKind::ForeignPointer, addr);
         };
         let tag = pr.class.load(Ordering::Relaxed);
@@ -337,7 +362,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// Bytes usable at `ptr` (its object size), or `None` for a pointer this heap does not
     /// hold live.
     pub fn usable_size(&self, ptr: *const u8) -> Option<usize> {
-        let pr = self.map().page(ptr as usize, self.page_shift)?;
+        let pr = self.map().page(ptr as usize, self.page_shift())?;
         let tag = pr.class.load(Ordering::Relaxed);
         if is_small(tag) {
             Some(class_size(tag as usize))
@@ -383,7 +408,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 self.cpu.central.transfer_bytes(),
             ),
             &self.pages().stats,
-            self.page_shift,
+            self.page_shift(),
         )
     }
 }

@@ -43,6 +43,7 @@ use core::ptr::{self, NonNull};
 use lock_api::{Mutex, RawMutex};
 
 pub(crate) use self::extent::Extent;
+use crate::heap::{StoredGrowBytes, StoredPageShift};
 use crate::page_map::{PageMap, PageRef};
 use crate::page_source::PageSource;
 use crate::span::{Span, CLASS_LARGE};
@@ -63,6 +64,14 @@ impl Geometry {
     }
 }
 
+/// [`Geometry`] as the page heap stores it: as differences from `Config::small()`'s (zero
+/// for a heap built with it; see `Stored`).
+#[derive(Clone, Copy)]
+struct StoredGeometry {
+    page_shift: StoredPageShift,
+    grow_bytes: StoredGrowBytes,
+}
+
 /// Tier 3: the page heap. Its lock guards the extents, the metadata arena and the source;
 /// the page map and the counters beside it are read without the lock.
 pub(crate) struct PageHeap<S: PageSource, R: RawMutex> {
@@ -70,7 +79,8 @@ pub(crate) struct PageHeap<S: PageSource, R: RawMutex> {
     /// Page -> span, written under the lock, read lock-free by every free.
     pub(crate) map: S::Map,
     pub(crate) stats: PageStats,
-    pub(crate) geom: Geometry,
+    /// Read through [`geom`](Self::geom).
+    geom: StoredGeometry,
     /// The source's [`max_request`](PageSource::max_request), once asked (0: not yet).
     max_request: AtomicUsize,
 }
@@ -120,7 +130,13 @@ fn bump_alloc(cur: &mut usize, end: usize, size: usize, align: usize) -> Option<
 }
 
 impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
+    /// # Panics
+    /// If the page shift is not below `usize::BITS` (at compile time in a `static`).
     pub(crate) const fn new(source: S, geom: Geometry) -> Self {
+        assert!(
+            geom.page_shift < usize::BITS,
+            "cpuheap: page shift too large"
+        );
         Self {
             state: Mutex::const_new(
                 R::INIT,
@@ -137,8 +153,24 @@ impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
             ),
             map: S::Map::EMPTY,
             stats: PageStats::new(),
-            geom,
+            geom: StoredGeometry {
+                page_shift: StoredPageShift::new(geom.page_shift as usize),
+                grow_bytes: StoredGrowBytes::new(geom.grow_bytes),
+            },
             max_request: AtomicUsize::new(0),
+        }
+    }
+
+    /// Page size and growth step.
+    #[inline(always)]
+    pub(crate) fn geom(&self) -> Geometry {
+        let page_shift = self.geom.page_shift.get() as u32;
+        // SAFETY: `new` stored a shift below `usize::BITS` and nothing writes it after; said
+        // here so that the free path's `addr >> page_shift` needs no mask of the shift.
+        unsafe { core::hint::assert_unchecked(page_shift < usize::BITS) };
+        Geometry {
+            page_shift,
+            grow_bytes: self.geom.grow_bytes.get(),
         }
     }
 
@@ -149,7 +181,7 @@ impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
             st: &mut st,
             map: &self.map,
             stats: &self.stats,
-            geom: self.geom,
+            geom: self.geom(),
         })
     }
 

@@ -15,6 +15,7 @@ const CROSS_TARGETS: &[(&str, &str)] = &[
     ("thumbv6m-none-eabi", ""),
     ("riscv64gc-unknown-none-elf", ""),
     ("thumbv7em-none-eabihf", "critical-section,checked"),
+    ("thumbv7em-none-eabihf", "defmt,critical-section"),
 ];
 
 fn main() -> ExitCode {
@@ -34,6 +35,10 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("flash-budget") => {
             let (p, f) = firmware::flash_budget_test();
+            summary(p, f)
+        }
+        Some("quickstart") => {
+            let (p, f) = firmware::quickstart_test();
             summary(p, f)
         }
         Some("capi") => capi::run().and_then(|(p, f)| summary(p, f)),
@@ -61,7 +66,10 @@ fn main() -> ExitCode {
                  asan      run the host tests under AddressSanitizer (nightly)\n  \
                  bench     compare against other allocators (see benches/README.md);\n            \
                  --firmware: flash/RAM/speed on thumbv7em (benches/firmware)\n  \
-                 flash-budget  cpuheap firmware flash over baseline vs. its budget\n  \
+                 flash-budget  cpuheap firmware flash over baseline vs. its budget, and its\n            \
+                 HEAP in .bss (no .data) within its RAM budget\n  \
+                 quickstart  README's firmware quick start is examples/firmware-quickstart,\n            \
+                 which builds for thumbv7em\n  \
                  targets   install the Rust targets the tests need"
             );
             Err("no command".into())
@@ -170,8 +178,14 @@ fn test(args: &[String]) -> Result<(), String> {
     };
     add(cargo_test("host tests", &["test", "-p", "cpuheap"], &[]));
     add(cargo_test(
-        "host tests, checked build",
-        &["test", "-p", "cpuheap", "--features", "checked"],
+        "host tests, checked build (and the critical-section lock)",
+        &[
+            "test",
+            "-p",
+            "cpuheap",
+            "--features",
+            "checked,critical-section",
+        ],
         &[],
     ));
     add(cargo_test(
@@ -220,8 +234,10 @@ fn test(args: &[String]) -> Result<(), String> {
         );
         add(if ok { (1, 0) } else { (0, 1) });
     }
-    println!("\n=== firmware flash budget (benches/firmware)");
+    println!("\n=== firmware flash and heap RAM budgets (benches/firmware)");
     add(firmware::flash_budget_test());
+    println!("\n=== README's firmware quick start (examples/firmware-quickstart)");
+    add(firmware::quickstart_test());
     let mut run = |label: &str, r: Result<(usize, usize), String>| {
         println!("\n=== {label}");
         match r {

@@ -18,8 +18,12 @@ use core::mem::MaybeUninit;
 use cortex_m as _;
 use cortex_m_rt as _;
 
-/// Bytes of every allocator's heap region.
+/// Bytes of every allocator's heap region: 32 KiB, or 8 KiB in the thumbv6m build for the
+/// micro:bit (16 KiB of RAM), which only measures instructions per pair.
+#[cfg(target_has_atomic = "ptr")]
 pub const REGION_BYTES: usize = 32 * 1024;
+#[cfg(not(target_has_atomic = "ptr"))]
+pub const REGION_BYTES: usize = 8 * 1024;
 
 /// The heap region: 256-byte aligned (cpuheap's `Config::small()` page size), so no
 /// allocator loses bytes to alignment.

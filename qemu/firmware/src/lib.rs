@@ -4,13 +4,14 @@
 //!
 //! Boards (chosen by `build.rs` from the target): `mps2-an386` (Cortex-M4F, 4 MiB of RAM;
 //! a 64 KiB heap) and `microbit` (Cortex-M0, 16 KiB of RAM, no compare-and-swap; a 6 KiB
-//! heap, beside ~2.5 KiB for the `Heap` itself and the stack).
+//! heap, beside the `Heap` itself (about 2.2 KiB, `.bss`) and the stack).
 #![no_std]
 
-use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use cpuheap::{Config, CriticalSectionRawMutex, Fault, FaultKind, Heap, SingleCore, StaticRegion};
+use cpuheap::{
+    Config, CriticalSectionRawMutex, FatalHook, Fault, FaultKind, Heap, SingleCore, StaticRegion,
+};
 
 // Link the runtime (vector table, reset handler, `link.x`) and the single-core
 // critical-section implementation (interrupt masking) into every test binary.
@@ -21,15 +22,16 @@ use cortex_m_rt as _;
 pub use semihosting::println;
 
 /// The heap type of this firmware: up to two static regions, one CPU, locks that mask
-/// interrupts (so interrupt handlers may allocate), one CPU slot.
-pub type FirmwareHeap = Heap<StaticRegion<2>, SingleCore, CriticalSectionRawMutex, 1>;
+/// interrupts (so interrupt handlers may allocate), one CPU slot, and a zero-sized fatal
+/// hook, so that `HEAP` is all zero bytes (`.bss`).
+pub type FirmwareHeap = Heap<StaticRegion<2>, SingleCore<Hook>, CriticalSectionRawMutex, 1>;
 
 /// The global allocator.
 #[global_allocator]
 pub static HEAP: FirmwareHeap =
     // SAFETY: these boards have one core; only the test and the interrupt handlers that
     // interrupt it use the heap.
-    Heap::new(StaticRegion::new(), unsafe { SingleCore::with_fatal_hook(fatal_hook) }, Config::small());
+    Heap::new(StaticRegion::new(), unsafe { SingleCore::with_fatal_hook(Hook) }, Config::small());
 
 /// Bytes of the main heap region.
 #[cfg(board = "microbit")]
@@ -40,30 +42,18 @@ pub const HEAP_BYTES: usize = 64 * 1024;
 /// Bytes of the spare region that the exhaustion test adds later.
 pub const SPARE_BYTES: usize = 1024;
 
-/// Page-aligned (`Config::small()` pages are 256 bytes), so no byte is trimmed off.
-#[repr(C, align(256))]
-struct Region([MaybeUninit<u8>; HEAP_BYTES]);
-
-static mut REGION: Region = Region([MaybeUninit::uninit(); HEAP_BYTES]);
-static mut SPARE: [MaybeUninit<u8>; SPARE_BYTES] = [MaybeUninit::uninit(); SPARE_BYTES];
-
-/// Give the heap its region. Each test is a fresh boot, so each test calls this once.
+/// Give the heap its region. Each test is a fresh boot, so each test calls this once; later
+/// calls hand nothing over (`init_region!` gives its buffer away once).
 pub fn init_heap() {
     static DONE: AtomicU8 = AtomicU8::new(0);
-    if DONE.load(Ordering::Relaxed) != 0 {
-        return;
-    }
+    let handed = cpuheap::init_region!(HEAP, HEAP_BYTES);
+    assert!(handed || DONE.load(Ordering::Relaxed) != 0, "init_region failed");
     DONE.store(1, Ordering::Relaxed);
-    // SAFETY: runs once per boot (guarded above, before any interrupt is enabled); nothing
-    // else refers to REGION.
-    let region = unsafe { &mut (*core::ptr::addr_of_mut!(REGION)).0 };
-    assert!(HEAP.add_region(region), "add_region failed");
 }
 
-/// Hand the spare region to the heap (once per boot).
+/// Hand the spare region to the heap (`true` the first time it is called in a boot).
 pub fn add_spare_region() -> bool {
-    // SAFETY: only the exhaustion test calls this, once per boot.
-    HEAP.add_region(unsafe { &mut *core::ptr::addr_of_mut!(SPARE) })
+    cpuheap::init_region!(HEAP, SPARE_BYTES)
 }
 
 const NOTHING: u8 = 0;
@@ -85,14 +75,18 @@ pub fn expect_fault(kind: FaultKind) {
 }
 
 /// The platform's fatal hook. The heap calls it on a detected misuse, with no lock held.
-fn fatal_hook(fault: &Fault) -> ! {
-    let expected = EXPECTED_FAULT.load(Ordering::SeqCst);
-    if expected != NOTHING && expected == code(fault.kind) {
-        println!("fatal hook reached as expected: {}", fault);
-        semihosting::process::exit(0)
+pub struct Hook;
+
+impl FatalHook for Hook {
+    fn fatal(&self, fault: &Fault) -> ! {
+        let expected = EXPECTED_FAULT.load(Ordering::SeqCst);
+        if expected != NOTHING && expected == code(fault.kind) {
+            println!("fatal hook reached as expected: {}", fault);
+            semihosting::process::exit(0)
+        }
+        semihosting::eprintln!("fatal hook: unexpected {}", fault);
+        semihosting::process::abort()
     }
-    semihosting::eprintln!("fatal hook: unexpected {}", fault);
-    semihosting::process::abort()
 }
 
 /// Print the panic through semihosting, then exit QEMU with status 134 (SIGABRT), which

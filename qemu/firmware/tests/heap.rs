@@ -1,5 +1,5 @@
 //! cpuheap as the global allocator of a bare-metal Cortex-M program: collections,
-//! exhaustion and recovery, alignments, realloc, statistics.
+//! exhaustion and recovery, alignments, realloc, statistics, the safe region set-up.
 #![no_std]
 #![no_main]
 
@@ -285,5 +285,24 @@ mod tests {
         assert_eq!(s3.cpu_cache_bytes, 0, "drained");
         println!("{:?}", s3);
         invariants();
+    }
+
+    /// `init_region!` (which `init_heap` used for the main region) hands each buffer over
+    /// once: run again, the same expansion gives the heap nothing, so no memory is aliased.
+    #[test]
+    fn init_region_hands_its_buffer_over_once() {
+        fn give() -> bool {
+            cpuheap::init_region!(HEAP, 512)
+        }
+        let pending = || HEAP.with_source(|s| s.pending_bytes());
+        let before = pending();
+        assert!(give(), "the first run hands the buffer over");
+        assert_eq!(pending(), before + 512, "512 bytes more pending");
+        for _ in 0..3 {
+            assert!(!give(), "a second run hands nothing over");
+        }
+        assert_eq!(pending(), before + 512, "no memory handed over twice");
+        init_heap();
+        assert_eq!(pending(), before + 512, "init_heap again hands over nothing");
     }
 }
