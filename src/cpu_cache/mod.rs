@@ -274,7 +274,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         add_owned(&st.cached_bytes, bytes.wrapping_neg());
         self.publish(g);
         // SAFETY: the chain holds free objects of `class` that were cached in the slot.
-        unsafe { self.central.insert_batch(class, chain) };
+        unsafe { self.central.insert_batch(class, chain, CPUS > 1) };
     }
 
     // ----- when the slot is taken -------------------------------------------------------
@@ -306,7 +306,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
                 tail: obj,
                 len: 1,
             };
-            self.central.insert_batch(class, one);
+            self.central.insert_batch(class, one, CPUS > 1);
         }
         self.shared.record_other(false, class_size(class));
     }

@@ -89,10 +89,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let policy = CentralPolicy {
             min_span_bytes: config.min_span_bytes,
             batch_bytes: config.batch_bytes,
-            // With one slot a flushed batch can only come back to the slot that flushed it,
-            // whose list already caches that class: a transfer cache would only keep objects
-            // out of their spans, so fewer spans empty (talc's heap_efficiency: 0.4 points).
-            transfer_batches: if CPUS > 1 { config.transfer_batches } else { 0 },
+            transfer_batches: config.transfer_batches,
             reserve_spans: config.reserve_spans,
         };
         let central = CentralCache::new(source, geom, policy);
@@ -102,8 +99,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         }
     }
 
-    /// The configuration in effect: the one the heap was built with, except that a heap with
-    /// one CPU slot reports `transfer_batches: 0` (it has no transfer cache).
+    /// The configuration the heap was built with.
     pub fn config(&self) -> Config {
         let geom = self.pages().geom();
         let central = &self.cpu.central;
