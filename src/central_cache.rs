@@ -108,11 +108,14 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         batch_objects(class, self.batch_bytes.get())
     }
 
-    /// Whether `class`'s transfer cache can hold anything: it is enabled, and the class's
-    /// objects have the second word that links batches.
+    /// Whether `class`'s transfer cache can hold anything: it is built (feature
+    /// `transfer-cache`) and enabled, and the class's objects have the second word that links
+    /// batches.
     #[inline]
     fn transfers(&self, class: usize) -> bool {
-        self.transfer_batches > 0 && class_size(class) >= 2 * core::mem::size_of::<usize>()
+        TransferStack::BUILT
+            && self.transfer_batches > 0
+            && class_size(class) >= 2 * core::mem::size_of::<usize>()
     }
 
     /// Take up to `n` objects of `class`: a whole batch from the transfer cache if `n` is a
@@ -122,7 +125,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
     pub(crate) fn remove_batch(&self, class: usize, n: usize) -> Chain {
         let c = &self.classes[class];
         let mut list = c.list.lock();
-        if n == self.batch(class) && !list.transfer.is_null() {
+        if n == self.batch(class) && !list.transfer.top().is_null() {
             // SAFETY: we hold the class lock; the transfer cache holds whole batches of `n`.
             return unsafe { c.pop_transfer(&mut list, n) };
         }
@@ -147,7 +150,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         let mut list = c.list.lock();
         if transfer
             && chain.len == self.batch(class)
-            && list.transfer_len < self.transfer_batches
+            && list.transfer.len() < self.transfer_batches
             && self.transfers(class)
         {
             // SAFETY: a whole batch of free objects of at least two words (`transfers`),
@@ -164,7 +167,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
     pub(crate) fn release_held(&self) {
         for (class, c) in self.classes.iter().enumerate().skip(1) {
             let mut list = c.list.lock();
-            while !list.transfer.is_null() {
+            while !list.transfer.top().is_null() {
                 // SAFETY: we hold the class lock; the transfer cache's top batch (a whole
                 // batch) is ours to sort into its spans.
                 unsafe {
@@ -184,7 +187,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
 
     /// Bytes of free objects in the transfer caches.
     pub(crate) fn transfer_bytes(&self) -> usize {
-        self.sum_bytes(|c| c.transfer_objects.load(Ordering::Relaxed))
+        self.sum_bytes(|c| c.transfer_objects.load())
     }
 
     fn sum_bytes(&self, objects: impl Fn(&CentralClass<R>) -> usize) -> usize {
@@ -204,12 +207,8 @@ pub(crate) struct CentralList {
     pub(crate) head: *mut Span,
     /// Spans of this class in use (in the list or full).
     pub(crate) spans: usize,
-    /// The transfer cache: the first object of its top batch, or null. Each batch is a
-    /// null-terminated chain of one whole batch; the second word of its first object points
-    /// at the next batch's first object.
-    pub(crate) transfer: *mut FreeObj,
-    /// Batches in the transfer cache.
-    pub(crate) transfer_len: u16,
+    /// The transfer cache (nothing without feature `transfer-cache`).
+    pub(crate) transfer: TransferStack,
     /// Listed spans with no object handed out (the span reserve).
     pub(crate) empty: u16,
 }
@@ -223,7 +222,95 @@ pub(crate) struct CentralClass<R: RawMutex> {
     /// Free objects held by this class's spans (including never-carved ones).
     pub(crate) free_objects: AtomicUsize,
     /// Free objects in this class's transfer cache.
-    pub(crate) transfer_objects: AtomicUsize,
+    pub(crate) transfer_objects: TransferCount,
+}
+
+/// A class's transfer cache: the first object of its top batch, or null, and the number of
+/// batches. Each batch is a null-terminated chain of one whole batch; the second word of its
+/// first object points at the next batch's first object.
+#[cfg(feature = "transfer-cache")]
+pub(crate) struct TransferStack {
+    top: *mut FreeObj,
+    len: u16,
+}
+
+/// Without feature `transfer-cache`: no bytes, always empty (firmware with one CPU slot has
+/// no use for one and saves 12 bytes per class).
+#[cfg(not(feature = "transfer-cache"))]
+pub(crate) struct TransferStack;
+
+#[cfg(feature = "transfer-cache")]
+impl TransferStack {
+    pub(crate) const BUILT: bool = true;
+    const EMPTY: Self = Self {
+        top: ptr::null_mut(),
+        len: 0,
+    };
+    /// The first object of the top batch, or null.
+    #[inline(always)]
+    pub(crate) fn top(&self) -> *mut FreeObj {
+        self.top
+    }
+    /// Batches held.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> u16 {
+        self.len
+    }
+    fn set(&mut self, top: *mut FreeObj, len: u16) {
+        self.top = top;
+        self.len = len;
+    }
+}
+
+#[cfg(not(feature = "transfer-cache"))]
+impl TransferStack {
+    pub(crate) const BUILT: bool = false;
+    const EMPTY: Self = Self;
+    #[inline(always)]
+    pub(crate) fn top(&self) -> *mut FreeObj {
+        ptr::null_mut()
+    }
+    #[inline(always)]
+    pub(crate) fn len(&self) -> u16 {
+        0
+    }
+    fn set(&mut self, _top: *mut FreeObj, _len: u16) {
+        unreachable!("no transfer cache is built")
+    }
+}
+
+/// The transfer cache's object count, read by statistics without the class lock.
+#[cfg(feature = "transfer-cache")]
+pub(crate) struct TransferCount(AtomicUsize);
+
+/// Without feature `transfer-cache`: no bytes, always 0.
+#[cfg(not(feature = "transfer-cache"))]
+pub(crate) struct TransferCount;
+
+impl TransferCount {
+    #[cfg(feature = "transfer-cache")]
+    const ZERO: Self = Self(AtomicUsize::new(0));
+    #[cfg(not(feature = "transfer-cache"))]
+    const ZERO: Self = Self;
+
+    /// Objects held.
+    pub(crate) fn load(&self) -> usize {
+        #[cfg(feature = "transfer-cache")]
+        return self.0.load(Ordering::Relaxed);
+        #[cfg(not(feature = "transfer-cache"))]
+        0
+    }
+
+    /// Add `delta` (wrapping), under the class lock.
+    fn add(&self, delta: usize) {
+        #[cfg(feature = "transfer-cache")]
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(delta),
+            Ordering::Relaxed,
+        );
+        #[cfg(not(feature = "transfer-cache"))]
+        let _ = delta;
+    }
 }
 
 /// The word after an object's link: where a transfer batch's first object links the next
@@ -244,13 +331,12 @@ impl<R: RawMutex> CentralClass<R> {
                 CentralList {
                     head: ptr::null_mut(),
                     spans: 0,
-                    transfer: ptr::null_mut(),
-                    transfer_len: 0,
+                    transfer: TransferStack::EMPTY,
                     empty: 0,
                 },
             ),
             free_objects: AtomicUsize::new(0),
-            transfer_objects: AtomicUsize::new(0),
+            transfer_objects: TransferCount::ZERO,
         }
     }
 
@@ -261,12 +347,9 @@ impl<R: RawMutex> CentralClass<R> {
     /// free objects of this class, each at least two words, owned by the caller.
     unsafe fn push_transfer(&self, list: &mut CentralList, chain: Chain) {
         // SAFETY: the first object is free, ours, and has a second word.
-        unsafe { *batch_link(chain.head) = list.transfer };
-        list.transfer = chain.head;
-        list.transfer_len += 1;
-        let n = self.transfer_objects.load(Ordering::Relaxed);
-        self.transfer_objects
-            .store(n + chain.len, Ordering::Relaxed);
+        unsafe { *batch_link(chain.head) = list.transfer.top() };
+        list.transfer.set(chain.head, list.transfer.len() + 1);
+        self.transfer_objects.add(chain.len);
     }
 
     /// Pop the top batch of the transfer cache, which must not be empty; `len` is its length
@@ -275,12 +358,11 @@ impl<R: RawMutex> CentralClass<R> {
     /// # Safety
     /// `list` must be this class's list (its lock held), with a batch in its transfer cache.
     unsafe fn pop_transfer(&self, list: &mut CentralList, len: usize) -> Chain {
-        let head = list.transfer;
+        let head = list.transfer.top();
         // SAFETY: the top batch's first object links the next batch in its second word.
-        list.transfer = unsafe { *batch_link(head) };
-        list.transfer_len -= 1;
-        let n = self.transfer_objects.load(Ordering::Relaxed);
-        self.transfer_objects.store(n - len, Ordering::Relaxed);
+        let next = unsafe { *batch_link(head) };
+        list.transfer.set(next, list.transfer.len() - 1);
+        self.transfer_objects.add(len.wrapping_neg());
         Chain {
             head,
             // Not tracked; a refill pushes the chain onto an empty list and needs no tail.
@@ -545,10 +627,10 @@ mod tests {
         let list = cache.classes[class].list.lock();
         let c = &cache.classes[class];
         (
-            list.transfer_len,
+            list.transfer.len(),
             list.empty,
             list.spans,
-            c.transfer_objects.load(Ordering::Relaxed),
+            c.transfer_objects.load(),
         )
     }
 
@@ -604,6 +686,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "transfer-cache")]
     fn whole_batches_pass_through_the_transfer_cache_in_order() {
         let cache = cache(2, 0);
         let class = class_of_size(64);
@@ -635,6 +718,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "transfer-cache")]
     fn batches_that_are_not_whole_skip_the_transfer_cache() {
         let cache = cache(4, 0);
         let class = class_of_size(64);
@@ -686,16 +770,17 @@ mod tests {
         }
         assert_eq!(held(cache, class).2, 3);
         let freed_before = cache.pages.stats.spans_freed.load(Ordering::Relaxed);
-        // One whole batch stays in the transfer cache; the rest empty all three spans but
-        // the batch's: one empty span is kept, the others go back.
+        // One whole batch stays in the transfer cache (if it is built); the rest empty all
+        // three spans but the batch's: one empty span is kept, the others go back.
         for chunk in all.chunks(batch) {
             // SAFETY: objects from `remove_batch`, returned once.
             unsafe { cache.insert_batch(class, chain_of(chunk), true) };
         }
         let (transfer, empty, spans, _) = held(cache, class);
-        assert_eq!((transfer, empty), (1, 1));
+        let built = TransferStack::BUILT as u16;
+        assert_eq!((transfer, empty), (built, 1));
         assert!(
-            spans >= 2,
+            spans > built as usize,
             "the reserved span and the transfer batch's span"
         );
         assert!(cache.pages.stats.spans_freed.load(Ordering::Relaxed) > freed_before);

@@ -391,6 +391,7 @@ fn cached_memory_never_causes_a_false_oom() {
 }
 
 #[test]
+#[cfg(feature = "transfer-cache")]
 fn objects_freed_on_another_cpu_pass_through_the_transfer_cache() {
     // Small slot budgets so that lists flush whole batches often.
     let h = heap::<2>(256 * 1024, Config::new().with_cpu_cache_bytes(4096));

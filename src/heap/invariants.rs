@@ -205,10 +205,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     ) -> Result<usize, InvariantError> {
         let batch = self.cpu.central.batch(class);
         let (mut batches, mut objects) = (0usize, 0usize);
-        let mut b = list.transfer;
+        let mut b = list.transfer.top();
         while !b.is_null() {
             batches += 1;
-            if batches > list.transfer_len as usize {
+            if batches > list.transfer.len() as usize {
                 return broken("transfer cache longer than its count", b as usize);
             }
             let mut n = 0usize;
@@ -230,9 +230,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // class has two-word objects, or its transfer cache would be empty).
             b = unsafe { *b.cast::<*mut FreeObj>().add(1) };
         }
-        if batches != list.transfer_len as usize
-            || objects != c.transfer_objects.load(Ordering::Relaxed)
-        {
+        if batches != list.transfer.len() as usize || objects != c.transfer_objects.load() {
             return broken("transfer cache counters disagree with its batches", class);
         }
         Ok(objects * class_size(class))

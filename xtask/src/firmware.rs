@@ -47,16 +47,21 @@ const BASELINE: &str = "baseline";
 
 /// Flash budget of the cpuheap firmware program over the no-allocator baseline (bytes).
 ///
-/// Today's measured value (9 976 B on rustc 1.95, with `HEAP` in `.bss`: no `.data` image)
-/// rounded up by about 2.6%, so that an accidental growth fails `cargo xtask test`. The
+/// Today's measured value (11 204 B on rustc 1.95, with `HEAP` in `.bss`: no `.data` image)
+/// rounded up by about 2.8%, so that an accidental growth fails `cargo xtask test`. It was
+/// 9 976 B before the page heap's word-at-a-time search with per-size hints (`take_pages`
+/// 738 B with the search inlined, `Extent::set_range` 278 B) and the span reserve and
+/// out-of-memory release of the central tier (`drain_all` 398 B with `release_held`
+/// inlined); the transfer cache itself is compiled out (feature `transfer-cache` off). The
 /// target is 4096 B; this constant will be tightened as the flash work lands.
-pub const CPUHEAP_FLASH_BUDGET: u64 = 10_240;
+pub const CPUHEAP_FLASH_BUDGET: u64 = 11_520;
 
 /// Bytes of the cpuheap program's `HEAP` (one slot, `Config::small()`,
-/// `CriticalSectionRawMutex`, thumbv7em): today's 2176 B plus about 6%, so that growth fails
-/// `cargo xtask test`. The target is 1024 B; what the 2176 are is in ARCHITECTURE.md
+/// `CriticalSectionRawMutex`, thumbv7em): today's 2504 B plus about 2%, so that growth fails
+/// `cargo xtask test`. 2176 B before the span reserve's count (a `u16` per class, 4 B with
+/// alignment: 324 B). The target is 1024 B; what the bytes are is in ARCHITECTURE.md
 /// ("Memory and metadata").
-pub const CPUHEAP_HEAP_BUDGET: u64 = 2304;
+pub const CPUHEAP_HEAP_BUDGET: u64 = 2560;
 
 /// The Cortex-M0 build of the cpuheap measurement program.
 const M0_TARGET: &str = "thumbv6m-none-eabi";

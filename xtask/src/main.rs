@@ -199,12 +199,13 @@ fn test(args: &[String]) -> Result<(), String> {
         &[],
     ));
     add(cargo_test(
-        "host tests, release build",
+        "host tests, release build, checked, no default features (firmware's set: no transfer cache)",
         &[
             "test",
             "-p",
             "cpuheap",
             "--release",
+            "--no-default-features",
             "--features",
             "checked",
         ],
