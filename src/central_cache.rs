@@ -9,7 +9,8 @@
 //!   that wants a whole batch pops one in O(1), so objects that cross CPUs (one frees what
 //!   another allocates) never touch their spans or the page map. The stack is intrusive: a
 //!   batch is a null-terminated chain, and the second word of its first object links the next
-//!   batch, so it costs two words of metadata per class whatever it holds. Classes of one
+//!   batch, so it costs two words of metadata per class whatever it holds (its top and a
+//!   batch count, from which statistics derive its bytes). Classes of one
 //!   word (8-byte objects on 64-bit targets) have no second word and skip it.
 //! - the **span reserve**: a span whose objects have all come back stays listed (up to a few
 //!   per class) instead of going to the page heap at once, so a class that empties and refills
@@ -35,6 +36,8 @@ use crate::page_map::PageMap;
 use crate::page_source::PageSource;
 use crate::size_class::{batch_objects, class_size, span_pages, NUM_CLASSES};
 use crate::span::{FreeObj, Span, SpanFlags};
+#[cfg(feature = "transfer-cache")]
+use crate::stats::add_owned;
 use crate::sync::{AtomicUsize, CachePadded, Ordering};
 
 /// A chain of free objects linked through their first word.
@@ -150,7 +153,7 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         let mut list = c.list.lock();
         if transfer
             && chain.len == self.batch(class)
-            && list.transfer.len() < self.transfer_batches
+            && c.transfer_count.get() < self.transfer_batches as usize
             && self.transfers(class)
         {
             // SAFETY: a whole batch of free objects of at least two words (`transfers`),
@@ -182,20 +185,20 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
 
     /// Bytes of free objects held by the central lists' spans.
     pub(crate) fn free_bytes(&self) -> usize {
-        self.sum_bytes(|c| c.free_objects.load(Ordering::Relaxed))
+        self.sum_bytes(|_, c| c.free_objects.load(Ordering::Relaxed))
     }
 
-    /// Bytes of free objects in the transfer caches.
+    /// Bytes of free objects in the transfer caches (whole batches only).
     pub(crate) fn transfer_bytes(&self) -> usize {
-        self.sum_bytes(|c| c.transfer_objects.load())
+        self.sum_bytes(|class, c| c.transfer_count.get() * self.batch(class))
     }
 
-    fn sum_bytes(&self, objects: impl Fn(&CentralClass<R>) -> usize) -> usize {
+    fn sum_bytes(&self, objects: impl Fn(usize, &CentralClass<R>) -> usize) -> usize {
         self.classes
             .iter()
             .enumerate()
             .skip(1)
-            .map(|(class, c)| objects(c) * class_size(class))
+            .map(|(class, c)| objects(class, c) * class_size(class))
             .sum()
     }
 }
@@ -221,21 +224,21 @@ pub(crate) struct CentralClass<R: RawMutex> {
     pub(crate) list: Mutex<R, CentralList>,
     /// Free objects held by this class's spans (including never-carved ones).
     pub(crate) free_objects: AtomicUsize,
-    /// Free objects in this class's transfer cache.
-    pub(crate) transfer_objects: TransferCount,
+    /// Batches in this class's transfer cache (each a whole batch, so its objects follow).
+    pub(crate) transfer_count: TransferCount,
 }
 
-/// A class's transfer cache: the first object of its top batch, or null, and the number of
-/// batches. Each batch is a null-terminated chain of one whole batch; the second word of its
-/// first object points at the next batch's first object.
+/// A class's transfer cache: the first object of its top batch, or null. Each batch is a
+/// null-terminated chain of one whole batch; the second word of its first object points at
+/// the next batch's first object. (Its count is [`CentralClass::transfer_count`], which
+/// statistics read without the lock.)
 #[cfg(feature = "transfer-cache")]
 pub(crate) struct TransferStack {
     top: *mut FreeObj,
-    len: u16,
 }
 
 /// Without feature `transfer-cache`: no bytes, always empty (firmware with one CPU slot has
-/// no use for one and saves 12 bytes per class).
+/// no use for one and saves 8 bytes per class on 32-bit targets).
 #[cfg(not(feature = "transfer-cache"))]
 pub(crate) struct TransferStack;
 
@@ -244,21 +247,14 @@ impl TransferStack {
     pub(crate) const BUILT: bool = true;
     const EMPTY: Self = Self {
         top: ptr::null_mut(),
-        len: 0,
     };
     /// The first object of the top batch, or null.
     #[inline(always)]
     pub(crate) fn top(&self) -> *mut FreeObj {
         self.top
     }
-    /// Batches held.
-    #[inline(always)]
-    pub(crate) fn len(&self) -> u16 {
-        self.len
-    }
-    fn set(&mut self, top: *mut FreeObj, len: u16) {
+    fn set(&mut self, top: *mut FreeObj) {
         self.top = top;
-        self.len = len;
     }
 }
 
@@ -270,16 +266,13 @@ impl TransferStack {
     pub(crate) fn top(&self) -> *mut FreeObj {
         ptr::null_mut()
     }
-    #[inline(always)]
-    pub(crate) fn len(&self) -> u16 {
-        0
-    }
-    fn set(&mut self, _top: *mut FreeObj, _len: u16) {
+    fn set(&mut self, _top: *mut FreeObj) {
         unreachable!("no transfer cache is built")
     }
 }
 
-/// The transfer cache's object count, read by statistics without the class lock.
+/// The transfer cache's batch count: written under the class lock, read by statistics
+/// without it.
 #[cfg(feature = "transfer-cache")]
 pub(crate) struct TransferCount(AtomicUsize);
 
@@ -293,8 +286,9 @@ impl TransferCount {
     #[cfg(not(feature = "transfer-cache"))]
     const ZERO: Self = Self;
 
-    /// Objects held.
-    pub(crate) fn load(&self) -> usize {
+    /// Batches held.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> usize {
         #[cfg(feature = "transfer-cache")]
         return self.0.load(Ordering::Relaxed);
         #[cfg(not(feature = "transfer-cache"))]
@@ -304,10 +298,7 @@ impl TransferCount {
     /// Add `delta` (wrapping), under the class lock.
     fn add(&self, delta: usize) {
         #[cfg(feature = "transfer-cache")]
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(delta),
-            Ordering::Relaxed,
-        );
+        add_owned(&self.0, delta);
         #[cfg(not(feature = "transfer-cache"))]
         let _ = delta;
     }
@@ -318,7 +309,7 @@ impl TransferCount {
 ///
 /// # Safety
 /// `obj` must be a free object of at least two words.
-unsafe fn batch_link(obj: *mut FreeObj) -> *mut *mut FreeObj {
+pub(crate) unsafe fn batch_link(obj: *mut FreeObj) -> *mut *mut FreeObj {
     // SAFETY: the object has a second word (caller's guarantee).
     unsafe { obj.cast::<*mut FreeObj>().add(1) }
 }
@@ -336,7 +327,7 @@ impl<R: RawMutex> CentralClass<R> {
                 },
             ),
             free_objects: AtomicUsize::new(0),
-            transfer_objects: TransferCount::ZERO,
+            transfer_count: TransferCount::ZERO,
         }
     }
 
@@ -348,8 +339,8 @@ impl<R: RawMutex> CentralClass<R> {
     unsafe fn push_transfer(&self, list: &mut CentralList, chain: Chain) {
         // SAFETY: the first object is free, ours, and has a second word.
         unsafe { *batch_link(chain.head) = list.transfer.top() };
-        list.transfer.set(chain.head, list.transfer.len() + 1);
-        self.transfer_objects.add(chain.len);
+        list.transfer.set(chain.head);
+        self.transfer_count.add(1);
     }
 
     /// Pop the top batch of the transfer cache, which must not be empty; `len` is its length
@@ -361,8 +352,8 @@ impl<R: RawMutex> CentralClass<R> {
         let head = list.transfer.top();
         // SAFETY: the top batch's first object links the next batch in its second word.
         let next = unsafe { *batch_link(head) };
-        list.transfer.set(next, list.transfer.len() - 1);
-        self.transfer_objects.add(len.wrapping_neg());
+        list.transfer.set(next);
+        self.transfer_count.add(1usize.wrapping_neg());
         Chain {
             head,
             // Not tracked; a refill pushes the chain onto an empty list and needs no tail.
@@ -627,10 +618,10 @@ mod tests {
         let list = cache.classes[class].list.lock();
         let c = &cache.classes[class];
         (
-            list.transfer.len(),
+            c.transfer_count.get() as u16,
             list.empty,
             list.spans,
-            c.transfer_objects.load(),
+            c.transfer_count.get() * cache.batch(class),
         )
     }
 

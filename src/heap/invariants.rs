@@ -5,13 +5,13 @@ use core::fmt;
 use lock_api::RawMutex;
 
 use super::Heap;
-use crate::central_cache::{CentralClass, CentralList};
+use crate::central_cache::{batch_link, CentralClass, CentralList};
 use crate::page_heap::Locked;
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
 use crate::platform::Platform;
 use crate::size_class::class_size;
-use crate::span::{FreeObj, Span, SpanFlags, CLASS_FREED, CLASS_LARGE, CLASS_META, CLASS_NONE};
+use crate::span::{Span, SpanFlags, CLASS_FREED, CLASS_LARGE, CLASS_META, CLASS_NONE};
 use crate::sync::Ordering;
 
 /// Why [`Heap::check_invariants`] failed: what did not hold, and where.
@@ -195,8 +195,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         Ok(handed_bytes - cached_bytes)
     }
 
-    /// Walk `class`'s transfer cache: its batch count, whole batches of carved objects of the
-    /// class, its object counter. Returns the bytes it holds.
+    /// Walk `class`'s transfer cache: whole batches of carved objects of the class, as many as
+    /// its batch count says. Returns the bytes it holds.
     fn check_transfer(
         &self,
         class: usize,
@@ -208,7 +208,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let mut b = list.transfer.top();
         while !b.is_null() {
             batches += 1;
-            if batches > list.transfer.len() as usize {
+            if batches > c.transfer_count.get() {
                 return broken("transfer cache longer than its count", b as usize);
             }
             let mut n = 0usize;
@@ -228,9 +228,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             objects += n;
             // SAFETY: a batch's first object holds the next batch in its second word (the
             // class has two-word objects, or its transfer cache would be empty).
-            b = unsafe { *b.cast::<*mut FreeObj>().add(1) };
+            b = unsafe { *batch_link(b) };
         }
-        if batches != list.transfer.len() as usize || objects != c.transfer_objects.load() {
+        if batches != c.transfer_count.get() {
             return broken("transfer cache counters disagree with its batches", class);
         }
         Ok(objects * class_size(class))
