@@ -281,10 +281,12 @@ pub(crate) struct TransferCount(AtomicUsize);
 pub(crate) struct TransferCount;
 
 impl TransferCount {
-    #[cfg(feature = "transfer-cache")]
-    const ZERO: Self = Self(AtomicUsize::new(0));
-    #[cfg(not(feature = "transfer-cache"))]
-    const ZERO: Self = Self;
+    const fn new() -> Self {
+        #[cfg(feature = "transfer-cache")]
+        return Self(AtomicUsize::new(0));
+        #[cfg(not(feature = "transfer-cache"))]
+        Self
+    }
 
     /// Batches held.
     #[inline(always)]
@@ -327,7 +329,7 @@ impl<R: RawMutex> CentralClass<R> {
                 },
             ),
             free_objects: AtomicUsize::new(0),
-            transfer_count: TransferCount::ZERO,
+            transfer_count: TransferCount::new(),
         }
     }
 
