@@ -384,19 +384,17 @@ impl<R: RawMutex> CentralClass<R> {
             if span.is_null() {
                 // A class's first span is small, so a class used a little holds little;
                 // a class that needs more spans gets longer ones (up to 8x), so its span
-                // records stay a small share of its memory. When memory is short, a
-                // shortest span is tried before giving up.
+                // records stay a small share of its memory. The page heap may give a
+                // shorter one, a multiple of the shortest: it fills a short hole rather
+                // than cutting into a long run, and when memory is short a shortest span
+                // is enough.
                 let shortest = span_pages(class, page_size, min_span_bytes);
-                let mut pages = span_pages(class, page_size, min_span_bytes << list.spans.min(3));
-                let mut got = pages_below.alloc_span(pages, page_size, class as u8);
-                if got.is_none() && pages > shortest {
-                    pages = shortest;
-                    got = pages_below.alloc_span(pages, page_size, class as u8);
-                }
+                let pages = span_pages(class, page_size, min_span_bytes << list.spans.min(3));
+                let got = pages_below.alloc_span_between(pages, shortest, page_size, class as u8);
                 let Some((new, _)) = got else { break };
                 // SAFETY: a fresh span record owned by this class from now on.
                 unsafe {
-                    (*new).capacity = ((pages * page_size) / size) as u16;
+                    (*new).capacity = (((*new).pages * page_size) / size) as u16;
                     free += (*new).capacity as usize;
                     list.push_front(new);
                 }

@@ -11,6 +11,14 @@ pub(super) const WORD_BITS: usize = usize::BITS as usize;
 /// Window sizes with a search hint: 1, 2, 4, ... 64 pages.
 pub(super) const HINT_SIZES: usize = 7;
 
+/// Free runs a best-fit search compares at most (see [`Extent::find_best`]).
+pub(super) const BEST_FIT_RUNS: usize = 32;
+
+/// Words of the bitmap past the first fit that a best-fit search looks at: 1024 words,
+/// 65 536 pages (256 MiB of 4 KiB pages, 16 MiB of 256-byte pages), about a microsecond
+/// of scanning at most.
+pub(super) const BEST_FIT_WORDS: usize = 1024;
+
 /// A run of pages obtained from the source, with its bitmap.
 pub(crate) struct Extent {
     /// Address of page 0.
@@ -27,10 +35,13 @@ pub(crate) struct Extent {
     /// lowers the hints of the window sizes its merged run holds. A request for 16 pages then
     /// starts past the small holes that only fit small spans.
     pub(super) hints: [usize; HINT_SIZES],
-    /// No run of free pages is longer than this: lowered when a first-fit search fails,
+    /// No run of free pages is longer than this: lowered when a search fails,
     /// raised to the merged run's length when pages are freed. Extents too fragmented for a
     /// request are skipped without a scan.
     pub(super) longest: usize,
+    /// Every page from `top` to the end is free, and page `top - 1` (if any) is in use: the
+    /// free tail, which a best-fit search measures without walking it.
+    pub(super) top: usize,
     pub(crate) next: *mut Extent,
     /// Whether a clean bitmap follows the bitmap: one bit per page, 1 = free and known zero
     /// (not backed). Only with a [`ZERO_FILLED`](PageSource::ZERO_FILLED) source.
@@ -188,11 +199,15 @@ impl Extent {
             if start == self.hints[0] {
                 self.hints[0] = end;
             }
+            self.top = self.top.max(end);
         } else {
             self.free_count += n;
             let run_start = self.prev_used_end(start);
             let run = self.next_with(end, true) - run_start;
             self.longest = self.longest.max(run);
+            if run_start + run == self.pages {
+                self.top = self.top.min(run_start);
+            }
             for (k, hint) in self.hints.iter_mut().enumerate() {
                 if run >= 1 << k {
                     *hint = (*hint).min(run_start);
@@ -225,43 +240,52 @@ impl Extent {
 
     /// First index `>= from` whose bit equals `used`, or `self.pages` if none.
     pub(super) fn next_with(&self, from: usize, used: bool) -> usize {
-        let flip = if used { 0 } else { !0 };
-        self.next_bit(from, |w| self.word(w) ^ flip)
+        self.next_with_below(from, used, self.pages)
     }
 
-    /// First index `>= from` whose bit is set in `word(w)`, or `self.pages` if none.
-    pub(super) fn next_bit(&self, from: usize, word: impl Fn(usize) -> usize) -> usize {
-        if from >= self.pages {
-            return self.pages;
+    /// First index in `[from, end)` whose bit equals `used`, or `end` (at most `self.pages`)
+    /// if none.
+    pub(super) fn next_with_below(&self, from: usize, used: bool, end: usize) -> usize {
+        let flip = if used { 0 } else { !0 };
+        self.next_bit(from, end, |w| self.word(w) ^ flip)
+    }
+
+    /// First index in `[from, end)` whose bit is set in `word(w)`, or `end` (at most
+    /// `self.pages`) if none.
+    pub(super) fn next_bit(&self, from: usize, end: usize, word: impl Fn(usize) -> usize) -> usize {
+        if from >= end {
+            return end;
         }
         let mut w = from / WORD_BITS;
         let mut x = word(w) & (!0usize << (from % WORD_BITS));
         loop {
             if x != 0 {
-                return (w * WORD_BITS + x.trailing_zeros() as usize).min(self.pages);
+                return (w * WORD_BITS + x.trailing_zeros() as usize).min(end);
             }
             w += 1;
-            if w >= self.words() {
-                return self.pages;
+            if w * WORD_BITS >= end {
+                return end;
             }
             x = word(w);
         }
     }
 
-    /// First-fit search for `n` free pages whose first page's address is a multiple of
-    /// `align` bytes.
-    pub(super) fn find(&mut self, n: usize, align: usize, page_shift: u32) -> Option<usize> {
+    /// A run for `n` free pages whose first page's address is a multiple of `align` bytes:
+    /// its start and the free pages from there (for `align` up to a page, counted as
+    /// [`find_best`](Self::find_best) counts them). Beyond a page, the lowest aligned run,
+    /// found hole by hole.
+    pub(super) fn find(
+        &mut self,
+        n: usize,
+        align: usize,
+        page_shift: u32,
+    ) -> Option<(usize, usize)> {
         if self.free_count < n || self.longest < n {
             return None;
         }
         let align_pages = (align >> page_shift).max(1);
         if align_pages == 1 {
-            let found = self.find_unaligned(n);
-            if found.is_none() {
-                // The search covered every free page (none is below the hint).
-                self.longest = n - 1;
-            }
-            return found;
+            return self.find_best(n);
         }
         let first_abs = self.base >> page_shift;
         let mut pos = self.hints[0];
@@ -274,44 +298,98 @@ impl Extent {
             let abs = first_abs + start;
             let aligned = start + (abs.next_multiple_of(align_pages) - abs);
             if aligned + n <= end {
-                return Some(aligned);
+                return Some((aligned, end - aligned));
             }
             pos = end;
         }
         None
     }
 
-    /// First fit for `n >= 1` pages with no alignment beyond a page, a word of the bitmap at a
-    /// time: the cost is per word scanned, not per hole, so a bitmap full of holes too small
-    /// for `n` costs what a full one does. A run that fits inside one word is found with
-    /// [`runs_of`]; one that crosses words is found by carrying the free pages at the top of
-    /// each word into the next. It returns the lowest start of `n` free pages, as a walk from
-    /// hole to hole would.
-    ///
-    /// The scan starts at the hint of `s`, the largest hinted window size up to `n`, and also
-    /// notes where the first window of `s` pages starts; a word with no such window has no
-    /// window of `n` either and costs a few instructions.
-    fn find_unaligned(&mut self, n: usize) -> Option<usize> {
-        let k = (usize::BITS - 1 - n.leading_zeros()).min(HINT_SIZES as u32 - 1) as usize;
-        let s = 1usize << k;
-        let from = self.hints[k].max(self.hints[0]);
-        let (first_s, at) = self.scan(from, n, s);
-        // No window of `s` below `first_s`; none of `n` (or more) below `at`.
-        self.hints[k] = self.hints[k].max(first_s);
-        let learned = at.unwrap_or(self.pages);
-        for (j, hint) in self.hints.iter_mut().enumerate().skip(k) {
-            if 1 << j >= n {
-                *hint = (*hint).max(learned);
-            }
-        }
-        at
+    /// Free pages from page `i` on, counting at most `most`.
+    pub(super) fn free_run(&self, i: usize, most: usize) -> usize {
+        self.next_with_below(i, true, i.saturating_add(most).min(self.pages)) - i
     }
 
-    /// The word-at-a-time scan of [`find_unaligned`](Self::find_unaligned) from page `from`:
-    /// where the first window of `s <= n` pages starts (`pages` if none does) and where the
-    /// first of `n` does.
-    fn scan(&self, from: usize, n: usize, s: usize) -> (usize, Option<usize>) {
-        let words = self.words();
+    /// Best fit for `n >= 1` pages with no alignment beyond a page, bounded: among the free
+    /// runs that hold `n` pages, the lowest (first fit) and those that start within
+    /// [`BEST_FIT_WORDS`] words of the bitmap after it, at most [`BEST_FIT_RUNS`] in all, the
+    /// start of the shortest (the lowest of equals) and its length. A run that fits within
+    /// an eighth (`n + n / 8` pages or fewer) ends the search. Runs are measured only as far as the best so far and the window's end (so a
+    /// run is counted as at most what it holds there), except the free tail (from `top`),
+    /// which is measured without a walk and ends the search. What the search adds to first
+    /// fit is so bounded whatever the extent's size, and in a heap that is not fragmented
+    /// (the first fit is the tail) it adds nothing.
+    ///
+    /// The bitmap is read a word at a time ([`scan`](Self::scan)): the cost is per word,
+    /// not per hole, so a bitmap full of holes too small for `n` costs what a full one does.
+    /// The scan starts at the hint of `s`, the largest hinted window size up to `n`, and also
+    /// notes where the first window of `s` pages starts; a word with no such window has no
+    /// window of `n` either and costs a few instructions. The hints learn what first fit
+    /// would (no window of `s` below the first one, none of `n` below the first fit), and a
+    /// search that finds nothing lowers the `longest` bound.
+    ///
+    /// [`find`](Self::find) checks the `longest` bound and the free count first.
+    fn find_best(&mut self, n: usize) -> Option<(usize, usize)> {
+        let k = (usize::BITS - 1 - n.leading_zeros()).min(HINT_SIZES as u32 - 1) as usize;
+        let s = 1usize << k;
+        let mut from = self.hints[k].max(self.hints[0]);
+        let mut words = self.words();
+        let mut limit = self.pages;
+        let mut best: Option<(usize, usize)> = None;
+        for _ in 0..BEST_FIT_RUNS {
+            // `from` is the hint, or in use, or the limit: a window of `n` found from it
+            // starts a run (a free page before it would start `n` free pages lower, and a
+            // run through the hint is shorter than `s`).
+            let (first_s, found) = self.scan(from, n, s, words);
+            let Some((_, b)) = best else {
+                // The first scan, from the hint: what first fit learns. No window of `s`
+                // below `first_s`, none of `n` below the first fit.
+                self.hints[k] = self.hints[k].max(first_s);
+                let learned = found.unwrap_or(self.pages);
+                for (j, hint) in self.hints.iter_mut().enumerate().skip(k) {
+                    if 1 << j >= n {
+                        *hint = (*hint).max(learned);
+                    }
+                }
+                let Some(i) = found else {
+                    // It covered every free page from the hint; none below it holds `n`.
+                    self.longest = n - 1;
+                    return None;
+                };
+                words = words.min(i / WORD_BITS + 1 + BEST_FIT_WORDS);
+                limit = self.pages.min(words * WORD_BITS);
+                best = Some((i, usize::MAX));
+                from = i;
+                continue;
+            };
+            let Some(i) = found else { break };
+            let tail = i >= self.top;
+            let len = if tail {
+                self.pages - i
+            } else {
+                // Measured as far as the best so far (the first as far as the limit).
+                self.free_run(i, b.min(limit - i))
+            };
+            if len < b {
+                best = Some((i, len));
+            }
+            if len <= n + (n >> 3) || tail {
+                break;
+            }
+            // Past the run (the rest of it, if it was cut short, is no better), to a page in
+            // use or the limit.
+            from = i + len;
+            from += self.free_run(from, limit - from);
+        }
+        best
+    }
+
+    /// The word-at-a-time scan of [`find_best`](Self::find_best) from page `from` over the
+    /// words below `words` (at most `self.words()`): where the first window of `s <= n`
+    /// pages starts (`pages` if none does) and where the first of `n` does. A run that
+    /// reaches word `words` is not seen, and what it says of windows of `s` pages holds
+    /// below that word only.
+    fn scan(&self, from: usize, n: usize, s: usize, words: usize) -> (usize, Option<usize>) {
         let mut w = from / WORD_BITS;
         if w >= words {
             return (self.pages, None);
@@ -398,6 +476,7 @@ mod tests {
             free_count: bits.iter().filter(|u| !**u).count(),
             hints: [hint; HINT_SIZES],
             longest: bits.len(),
+            top: bits.iter().rposition(|u| *u).map_or(0, |i| i + 1),
             next: ptr::null_mut(),
             has_clean: false,
             direct: false,
@@ -410,6 +489,86 @@ mod tests {
     /// The lowest `i >= hint` with `bits[i..i + n]` all free.
     fn reference(bits: &[bool], hint: usize, n: usize) -> Option<usize> {
         (hint..bits.len().saturating_sub(n - 1)).find(|&i| bits[i..i + n].iter().all(|u| !u))
+    }
+
+    /// The free runs of `bits` that hold `n` pages, as (start, length), lowest first.
+    fn runs(bits: &[bool], n: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bits.len() {
+            let len = bits[i..].iter().take_while(|u| !**u).count();
+            if len >= n {
+                out.push((i, len));
+            }
+            i += len.max(1);
+        }
+        out
+    }
+
+    /// What `find_best` promises on a bitmap shorter than its window: among the first
+    /// `BEST_FIT_RUNS` runs that hold `n` pages (up to the first that fits within an eighth,
+    /// or the free tail), the shortest, the lowest of equals.
+    fn best_reference(bits: &[bool], n: usize) -> Option<(usize, usize)> {
+        let pages = bits.len();
+        let mut best: Option<(usize, usize)> = None;
+        for (i, len) in runs(bits, n).into_iter().take(BEST_FIT_RUNS) {
+            if best.is_none_or(|(_, b)| len < b) {
+                best = Some((i, len));
+            }
+            if len <= n + n / 8 || i + len == pages {
+                break;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn best_fit_takes_the_shortest_run_that_holds_the_request() {
+        let mut w = Vec::new();
+        let mut bits = std::vec![true; 300];
+        // Free runs: 10..30 (20 pages), 40..45 (5), 100..106 (6), 200..300 (the tail, 100).
+        for r in [10..30, 40..45, 100..106, 200..300] {
+            bits[r].iter_mut().for_each(|b| *b = false);
+        }
+        let mut e = extent(&bits, 10, &mut w);
+        assert_eq!(e.top, 200);
+        assert_eq!(e.find(5, 4096, 12), Some((40, 5)), "an exact fit");
+        assert_eq!(
+            e.find(6, 4096, 12),
+            Some((100, 6)),
+            "exact, past a longer run"
+        );
+        assert_eq!(
+            e.find(4, 4096, 12),
+            Some((40, 5)),
+            "the shortest that holds 4"
+        );
+        assert_eq!(
+            e.find(21, 4096, 12),
+            Some((200, 100)),
+            "only the tail holds 21"
+        );
+        assert_eq!(e.find(101, 4096, 12), None);
+        assert_eq!(e.longest, 100, "a failed search lowers the bound");
+        assert_eq!(
+            e.find(4, 8 * 4096, 12),
+            Some((16, 14)),
+            "aligned: the lowest aligned run"
+        );
+    }
+
+    #[test]
+    fn the_free_tail_follows_takes_and_frees() {
+        let mut w = Vec::new();
+        let mut e = extent(&[false; 200], 0, &mut w);
+        assert_eq!(e.top, 0);
+        e.set_range(0, 10, true);
+        e.set_range(50, 10, true);
+        assert_eq!(e.top, 60);
+        e.set_range(50, 10, false);
+        assert_eq!(e.top, 10, "freeing the last used run joins the tail");
+        e.set_range(0, 10, false);
+        assert_eq!(e.top, 0);
     }
 
     #[test]
@@ -431,17 +590,21 @@ mod tests {
         bits[60..70].iter_mut().for_each(|b| *b = false);
         bits[120..].iter_mut().for_each(|b| *b = false);
         let mut e = extent(&bits, 60, &mut w);
-        assert_eq!(e.find_unaligned(10), Some(60));
-        assert_eq!(e.find_unaligned(11), Some(120));
+        assert_eq!(e.find(10, 4096, 12), Some((60, 10)));
+        assert_eq!(
+            e.find(11, 4096, 12),
+            Some((120, 80)),
+            "the tail, across three words"
+        );
         assert_eq!(e.hints[3], 60, "the 10-page run holds 8");
         assert_eq!(e.hints[4], 120, "no 16 pages below 120");
-        assert_eq!(e.find_unaligned(80), Some(120));
-        assert_eq!(e.find_unaligned(81), None);
+        assert_eq!(e.find(80, 4096, 12), Some((120, 80)));
+        assert_eq!(e.find(81, 4096, 12), None);
         assert_eq!(e.hints[6], 120, "the 80-page run still holds 64");
         // Freeing pages that join the two runs lowers the hints the merged run can serve.
         e.set_range(70, 50, false);
         assert_eq!(e.hints[6], 60);
-        assert_eq!(e.find_unaligned(81), Some(60));
+        assert_eq!(e.find(81, 4096, 12), Some((60, 140)));
     }
 
     /// Random frees, takes and searches against a model bitmap: what `find` returns is the
@@ -457,9 +620,8 @@ mod tests {
             let n = n.clamp(1, pages);
             if take {
                 let got = e.find(n, 1, 12);
-                let first = bits.iter().position(|u| !u).unwrap_or(pages);
-                prop_assert_eq!(got, reference(&bits, first, n));
-                if let Some(i) = got {
+                prop_assert_eq!(got, best_reference(&bits, n));
+                if let Some((i, _)) = got {
                     e.set_range(i, n, true);
                     bits[i..i + n].iter_mut().for_each(|b| *b = true);
                 }
@@ -472,6 +634,8 @@ mod tests {
                     bits[at..at + len].iter_mut().for_each(|b| *b = false);
                 }
             }
+            let top = bits.iter().rposition(|u| *u).map_or(0, |i| i + 1);
+            prop_assert_eq!(e.top, top, "the free tail");
             let longest = bits.split(|u| *u).map(|run| run.len()).max().unwrap_or(0);
             prop_assert!(
                 e.longest >= longest,
@@ -485,7 +649,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn searches_and_frees_keep_first_fit_and_the_bound(
+        fn searches_and_frees_keep_best_fit_and_the_bound(
             ops in proptest::collection::vec((proptest::bool::ANY, 0usize..1000, 1usize..40), 1..200),
             pages in 1usize..300,
         ) {
@@ -493,17 +657,20 @@ mod tests {
         }
 
         #[test]
-        fn word_first_fit_matches_a_hole_walk(
+        fn best_fit_matches_the_reference(
             bits in proptest::collection::vec(proptest::bool::weighted(0.6), 1..400),
             n in 1usize..150,
         ) {
             let hint = bits.iter().position(|u| !u).unwrap_or(bits.len());
             let mut w = Vec::new();
             let mut e = extent(&bits, hint, &mut w);
-            prop_assert_eq!(e.find_unaligned(n), reference(&bits, hint, n));
-            if e.free_count >= n {
-                prop_assert_eq!(e.find(n, 1, 12), reference(&bits, hint, n));
-            }
+            let want = best_reference(&bits, n);
+            prop_assert_eq!(e.find(n, 1, 12), want);
+            // The hints it learned are true: the same search again finds the same run.
+            prop_assert_eq!(e.find(n, 1, 12), want);
+            // What first fit would take is among what best fit compared.
+            let first = reference(&bits, hint, n);
+            prop_assert_eq!(first.is_some(), want.is_some());
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The page heap: free pages tracked in a bitmap, spans carved from it.
 //!
 //! Memory arrives from the [`PageSource`] in runs; each run becomes an *extent* with one bit
-//! per page (1 = in use). A request for `n` pages is a first-fit search for `n` clear bits,
-//! done a word at a time. Because free space is the bitmap itself, neighbouring free pages
+//! per page (1 = in use). A request for `n` pages is a bounded best-fit search for `n` clear
+//! bits (the shortest free run among those near the lowest that holds them), done a word at
+//! a time. Because free space is the bitmap itself, neighbouring free pages
 //! are merged the moment they are freed: there is no free-span list to coalesce.
 //!
 //! The page heap also owns the heap's metadata: extent records, bitmaps, page-map arrays and
@@ -214,8 +215,21 @@ impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
         align: usize,
         class: u8,
     ) -> Option<(*mut Span, bool)> {
+        self.alloc_span_between(pages, pages, align, class)
+    }
+
+    /// [`alloc_span`](Self::alloc_span) for a size class, whose span may be shorter than
+    /// `pages`: a multiple of `fewest` pages (see [`Locked::alloc_span`]). The span's
+    /// length is its record's `pages`.
+    pub(crate) fn alloc_span_between(
+        &self,
+        pages: usize,
+        fewest: usize,
+        align: usize,
+        class: u8,
+    ) -> Option<(*mut Span, bool)> {
         self.with_locked(|l| {
-            let span = l.alloc_span(pages, align, class)?;
+            let span = l.alloc_span(pages, fewest, align, class)?;
             Some((span, l.st.last_zeroed))
         })
     }
@@ -362,14 +376,14 @@ mod tests {
     }
 
     #[test]
-    fn first_fit_from_the_bottom_and_freed_neighbours_merge() {
+    fn spans_pack_from_the_bottom_and_freed_neighbours_merge() {
         let mut f = Fixture::new(64);
         let spans: Vec<_> = (0..6).map(|_| f.alloc(4, PAGE).expect("room")).collect();
         for w in spans.windows(2) {
             assert_eq!(
                 start(w[1]) - start(w[0]),
                 4 * PAGE,
-                "first fit packs spans upward"
+                "spans pack upward from the bottom"
             );
         }
         let total_free = f.free_pages();
@@ -381,6 +395,49 @@ mod tests {
         let merged = f.alloc(8, PAGE).expect("merged run");
         assert_eq!(start(merged), a);
         assert!(start(merged) < b);
+    }
+
+    #[test]
+    fn a_large_span_takes_the_shortest_run_that_holds_it() {
+        let mut f = Fixture::new(64);
+        let spans: Vec<_> = (0..7).map(|_| f.alloc(4, PAGE).expect("room")).collect();
+        // Holes of 8 pages (spans 1 and 2) and 4 pages (span 5), between live spans.
+        f.free(spans[1]);
+        f.free(spans[2]);
+        f.free(spans[5]);
+        let s = f.alloc(3, PAGE).expect("room");
+        assert_eq!(
+            start(s),
+            start(spans[5]),
+            "the 4-page hole, not the lower 8"
+        );
+        let s = f.alloc(8, PAGE).expect("room");
+        assert_eq!(start(s), start(spans[1]), "an exact fit");
+    }
+
+    #[test]
+    fn a_class_span_fills_a_short_hole_with_what_it_holds() {
+        let mut f = Fixture::new(64);
+        let spans: Vec<_> = (0..4).map(|_| f.alloc(4, PAGE).expect("room")).collect();
+        f.free(spans[1]);
+        // A class span that wants 8 pages and settles for multiples of 1: the 4-page hole.
+        let (s, _) = f.heap.alloc_span_between(8, 1, PAGE, 1).expect("room");
+        assert_eq!(start(s), start(spans[1]));
+        // SAFETY: a live span record.
+        assert_eq!(unsafe { (*s).pages }, 4, "as much of 8 as the hole holds");
+        // With no hole left below, the free tail gives all 8.
+        let (t, _) = f.heap.alloc_span_between(8, 3, PAGE, 1).expect("room");
+        // SAFETY: as above.
+        assert_eq!(unsafe { (*t).pages }, 8);
+        assert!(start(t) > start(spans[3]));
+        // Multiples of `fewest` only: a 5-page hole gives a span of 3 of 8 when 3 is the least.
+        let u = f.alloc(5, PAGE).expect("room");
+        let _guard = f.alloc(1, PAGE).expect("room");
+        f.free(u);
+        let (v, _) = f.heap.alloc_span_between(8, 3, PAGE, 1).expect("room");
+        assert_eq!(start(v), start(u));
+        // SAFETY: as above.
+        assert_eq!(unsafe { (*v).pages }, 3);
     }
 
     #[test]

@@ -92,11 +92,11 @@ impl<S: PageSource> Locked<'_, S> {
                 if self.stats.idle_pages.load(Ordering::Relaxed) << shift <= keep {
                     return done;
                 }
-                let start = ext.next_bit(i, |w| ext.idle_word(w));
+                let start = ext.next_bit(i, ext.pages, |w| ext.idle_word(w));
                 if start >= ext.pages {
                     break;
                 }
-                let end = ext.next_bit(start, |w| !ext.idle_word(w));
+                let end = ext.next_bit(start, ext.pages, |w| !ext.idle_word(w));
                 if !self.discard_run(ext, start, end - start) {
                     return done;
                 }

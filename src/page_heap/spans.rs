@@ -1,4 +1,4 @@
-//! The span lifecycle: finding a run of free pages (first fit, aligned), handing it out as a
+//! The span lifecycle: finding a run of free pages (best fit, aligned), handing it out as a
 //! span with its page-map entries, and taking it back, shrinking or growing it in place.
 
 use core::ptr;
@@ -32,16 +32,32 @@ impl<S: PageSource> Locked<'_, S> {
     }
 
     /// Find `n` free pages aligned to `align` in some shared (not direct) extent; mark them
-    /// used.
+    /// used. See [`take_run`](Self::take_run).
     pub(super) fn take_pages(&mut self, n: usize, align: usize) -> Option<usize> {
+        self.take_run(n, n, align).map(|(start, _)| start)
+    }
+
+    /// The run of a new span, its start and its length: `pages` pages, or for a size-class
+    /// span possibly fewer, a multiple of `fewest`, marked used. Best fit
+    /// ([`Extent::find_best`], in the first extent that has a fit): the shortest run near
+    /// the lowest that holds `fewest` pages, and of it up to `pages`. Large spans so leave the
+    /// long runs whole for the next long request, and class spans fill the short holes
+    /// between large spans instead of cutting into long runs. Aligned beyond a page: the
+    /// lowest aligned run.
+    fn take_run(&mut self, pages: usize, fewest: usize, align: usize) -> Option<(usize, usize)> {
         let page_shift = self.geom.page_shift;
         let mut e = self.st.extents;
         // SAFETY: extent records are valid while linked; we hold the lock.
         while let Some(ext) = unsafe { e.as_mut() } {
             if !ext.direct {
-                if let Some(i) = ext.find(n, align, page_shift) {
+                if let Some((i, len)) = ext.find(fewest, align, page_shift) {
+                    let n = if len >= pages {
+                        pages
+                    } else {
+                        len / fewest * fewest
+                    };
                     self.st.last_zeroed = self.use_pages(ext, i, n);
-                    return Some(ext.base + (i << page_shift));
+                    return Some((ext.base + (i << page_shift), n));
                 }
             }
             e = ext.next;
@@ -65,12 +81,19 @@ impl<S: PageSource> Locked<'_, S> {
     /// Allocate a span of `pages` pages aligned to `align` bytes for size class `class`
     /// (0 for a large allocation), and point the page map at it. Grows through the source
     /// when no run of free pages is long enough.
+    ///
+    /// A size-class span may come out shorter, down to `fewest` pages (a multiple of it):
+    /// the best-fitting free run of `fewest` pages serves, with as much of `pages` as it
+    /// holds, so that short holes left between large spans are filled by class spans
+    /// instead of staying free. The span's length is its record's `pages`.
     pub(crate) fn alloc_span(
         &mut self,
         pages: usize,
+        fewest: usize,
         align: usize,
         class: u8,
     ) -> Option<*mut Span> {
+        debug_assert!(fewest >= 1 && fewest <= pages && (class != 0 || fewest == pages));
         // The record first: taking a metadata page must not steal the run found below.
         let rec = self.new_record()?;
         self.st.last_zeroed = false;
@@ -78,19 +101,20 @@ impl<S: PageSource> Locked<'_, S> {
             .checked_mul(self.geom.page_size())
             .is_some_and(|b| S::DIRECT_RUNS && b >= self.st.source.direct_threshold());
         let direct_start = if direct {
-            self.alloc_direct(pages, align)
+            self.alloc_direct(pages, align).map(|s| (s, pages))
         } else {
             None
         };
         let start = match direct_start {
             Some(s) => Some(s),
-            None => match self.take_pages(pages, align) {
+            None => match self.take_run(pages, fewest, align) {
                 Some(s) => Some(s),
-                None if self.grow(pages, align) => self.take_pages(pages, align),
+                // Growth asks for room for the fewest pages (the growth step is larger anyway).
+                None if self.grow(fewest, align) => self.take_run(pages, fewest, align),
                 None => None,
             },
         };
-        let Some(start) = start else {
+        let Some((start, pages)) = start else {
             // SAFETY: `rec` is a record we own; back to the spare list.
             unsafe { (*rec).next = self.st.spare };
             self.st.spare = rec;
