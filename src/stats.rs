@@ -4,7 +4,8 @@
 //! slower paths (refills, spans, large objects, operations that found their slot taken) use
 //! shared atomics. Reading the statistics sums the slots; it takes no lock.
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::cpu_cache::FreeLists;
+use crate::sync::{AtomicUsize, Ordering, PlainUsize};
 
 /// A snapshot of the heap's statistics. Byte counts of objects are in object (size-class or
 /// page-rounded) sizes, not requested sizes.
@@ -79,23 +80,23 @@ pub struct Stats {
 /// Counters of one slot, written only by the slot's holder (plain load and store, no
 /// read-modify-write) and read by anyone.
 ///
-/// The fast path touches two of them: `allocs` or `frees`, and `cached_bytes`. The bytes a slot
-/// has handed out net of those it took back follow from the slow-path counters:
-/// objects enter a slot by refills and frees and leave it by allocations and flushes, so
-/// `allocated - freed = refill_bytes - flush_bytes - cached_bytes`.
+/// The fast path touches one of them, `allocs`. The rest follow from the slow-path counters
+/// and the lists: objects enter a slot by refills and frees and leave it by allocations and
+/// flushes, so `frees = allocs + flushed + listed - refilled` (in objects), and the bytes the
+/// slot handed out net of those it took back are `refill_bytes - flush_bytes - listed bytes`.
 pub(crate) struct SlotStats {
-    pub(crate) allocs: AtomicUsize,
-    pub(crate) frees: AtomicUsize,
-    pub(crate) refills: AtomicUsize,
-    pub(crate) flushes: AtomicUsize,
-    /// Bytes of objects on the slot's lists.
-    pub(crate) cached_bytes: AtomicUsize,
+    pub(crate) allocs: PlainUsize,
+    pub(crate) refills: PlainUsize,
+    pub(crate) flushes: PlainUsize,
+    /// Objects taken from the central cache, and given back to it.
+    pub(crate) refill_objs: PlainUsize,
+    pub(crate) flush_objs: PlainUsize,
     /// Bytes taken from the central cache.
-    pub(crate) refill_bytes: AtomicUsize,
+    pub(crate) refill_bytes: PlainUsize,
     /// Bytes given back to the central cache.
-    pub(crate) flush_bytes: AtomicUsize,
+    pub(crate) flush_bytes: PlainUsize,
     /// The slot's net in-use bytes as last folded into the heap-wide counter.
-    pub(crate) published: AtomicUsize,
+    pub(crate) published: PlainUsize,
     /// `realloc` calls made on this CPU, and how many stayed in place. Updated with atomic
     /// read-modify-writes (realloc does not hold the slot), on this CPU's own cache line.
     pub(crate) reallocs: AtomicUsize,
@@ -105,33 +106,43 @@ pub(crate) struct SlotStats {
 impl SlotStats {
     pub(crate) const fn new() -> Self {
         Self {
-            allocs: AtomicUsize::new(0),
-            frees: AtomicUsize::new(0),
-            refills: AtomicUsize::new(0),
-            flushes: AtomicUsize::new(0),
-            cached_bytes: AtomicUsize::new(0),
-            refill_bytes: AtomicUsize::new(0),
-            flush_bytes: AtomicUsize::new(0),
-            published: AtomicUsize::new(0),
+            allocs: PlainUsize::new(0),
+            refills: PlainUsize::new(0),
+            flushes: PlainUsize::new(0),
+            refill_objs: PlainUsize::new(0),
+            flush_objs: PlainUsize::new(0),
+            refill_bytes: PlainUsize::new(0),
+            flush_bytes: PlainUsize::new(0),
+            published: PlainUsize::new(0),
             reallocs: AtomicUsize::new(0),
             reallocs_in_place: AtomicUsize::new(0),
         }
     }
 
-    /// Bytes allocated through this slot net of bytes freed through it (two's complement:
-    /// a slot that frees what others allocated goes negative).
-    pub(crate) fn net_in_use(&self) -> usize {
+    /// Bytes allocated through this slot net of bytes freed through it, given the bytes on
+    /// its lists (two's complement: a slot that frees what others allocated goes negative).
+    pub(crate) fn net_in_use(&self, listed_bytes: usize) -> usize {
+        self.moved_bytes().wrapping_sub(listed_bytes)
+    }
+
+    /// Bytes taken from the central cache net of bytes given back.
+    pub(crate) fn moved_bytes(&self) -> usize {
         self.refill_bytes
             .load(Ordering::Relaxed)
             .wrapping_sub(self.flush_bytes.load(Ordering::Relaxed))
-            .wrapping_sub(self.cached_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Frees made through this slot, given the objects on its lists.
+    pub(crate) fn frees(&self, listed: usize) -> usize {
+        let ld = |c: &PlainUsize| c.load(Ordering::Relaxed);
+        (ld(&self.allocs) + ld(&self.flush_objs) + listed).wrapping_sub(ld(&self.refill_objs))
     }
 }
 
 /// Add `n` to a counter that only its owner (the slot holder) writes: a plain load and store,
 /// no read-modify-write.
 #[inline(always)]
-pub(crate) fn add_owned(c: &AtomicUsize, n: usize) {
+pub(crate) fn add_owned(c: &PlainUsize, n: usize) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
@@ -243,7 +254,7 @@ impl Stats {
     /// Sum every tier's counters into a snapshot: the slots' own counters, the shared ones,
     /// the central tier's free bytes (spans, transfer caches) and the page heap's counters.
     pub(crate) fn collect<'a>(
-        slots: impl Iterator<Item = &'a SlotStats>,
+        slots: impl Iterator<Item = (&'a SlotStats, &'a FreeLists)>,
         shared: &SharedStats,
         (central_cache_bytes, transfer_cache_bytes): (usize, usize),
         pages: &PageStats,
@@ -251,16 +262,17 @@ impl Stats {
     ) -> Stats {
         let mut s = Stats::default();
         let mut in_use = shared.in_use.load(Ordering::Relaxed);
-        for st in slots {
+        for (st, lists) in slots {
+            let (listed, listed_bytes) = lists.contents();
             s.allocs += st.allocs.load(Ordering::Relaxed);
-            s.frees += st.frees.load(Ordering::Relaxed);
+            s.frees += st.frees(listed);
             s.refills += st.refills.load(Ordering::Relaxed);
             s.flushes += st.flushes.load(Ordering::Relaxed);
-            s.cpu_cache_bytes += st.cached_bytes.load(Ordering::Relaxed);
+            s.cpu_cache_bytes += listed_bytes;
             s.reallocs += st.reallocs.load(Ordering::Relaxed);
             s.reallocs_in_place += st.reallocs_in_place.load(Ordering::Relaxed);
             in_use = in_use
-                .wrapping_add(st.net_in_use())
+                .wrapping_add(st.net_in_use(listed_bytes))
                 .wrapping_sub(st.published.load(Ordering::Relaxed));
         }
         s.in_use_bytes = in_use;

@@ -39,7 +39,9 @@ use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::stats::{add_owned, SharedStats};
 use crate::sync::{AtomicUsize, Ordering};
+use free_list::MAX_LIMIT;
 
+pub(crate) use self::free_list::FreeLists;
 pub(crate) use self::slot::{CpuSlot, SlotGuard};
 
 /// Tier 1: `CPUS` slots over the central cache, which this tier owns, and the platform that
@@ -134,10 +136,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[inline(always)]
     pub(crate) fn alloc(&self, cpu: usize, class: usize) -> *mut u8 {
         if let Some(g) = self.enter(cpu) {
-            // SAFETY: we hold the slot.
-            let obj = unsafe { g.cache().lists[class].pop() };
+            // SAFETY: we are inside the slot.
+            let obj = unsafe { g.lists().pop(class) };
             if !obj.is_null() {
-                count_op(&g, class_size(class), true);
+                add_owned(&g.slot.stats.allocs, 1);
                 return obj.cast();
             }
             return self.refill(g, class);
@@ -152,16 +154,16 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[inline(always)]
     pub(crate) unsafe fn free(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
         if let Some(g) = self.enter(cpu) {
-            let list = &mut g.cache().lists[class];
+            let lists = g.lists();
             // The cheapest misuse check, in every build: the object freed just before is
             // freed again (glibc's tcache catches the same). Reported outside the slot.
-            if list.head == obj {
+            // SAFETY: we are inside the slot.
+            if unsafe { lists.head(class) } == obj {
                 drop(g);
                 self.double_free(obj);
             }
-            // SAFETY: we hold the slot; the object is free and of this class.
-            let over = unsafe { list.push(obj) };
-            count_op(&g, class_size(class), false);
+            // SAFETY: we are inside the slot; the object is free and of this class.
+            let over = unsafe { lists.push(class, obj) };
             if over {
                 self.flush(g, class);
             }
@@ -185,33 +187,33 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
         // The guard is taken by value so that the fast path need not spill it to the stack.
         let g = &g;
+        let lists = g.lists();
         let batch = self.central.batch(class);
-        let want = g.cache().lists[class].max_len().clamp(1, batch);
+        let want = lists.max_len(class).clamp(1, batch);
         self.sweep_vacated();
         let mut chain = self.central.remove_batch(class, want);
         if chain.len == 0 {
             return ptr::null_mut();
         }
-        let size = class_size(class);
         let st = &g.slot.stats;
         add_owned(&st.refills, 1);
-        add_owned(&st.refill_bytes, chain.len * size);
-        add_owned(&st.cached_bytes, chain.len * size);
-        let cap = self.list_cap(class, batch);
-        let list = &mut g.cache().lists[class];
-        list.grow_limit(batch, cap);
+        add_owned(&st.refill_objs, chain.len);
+        add_owned(&st.refill_bytes, chain.len * class_size(class));
+        add_owned(&st.allocs, 1);
         let obj = chain.head;
-        // SAFETY: the chain's objects are free and ours; the first one goes to the caller.
+        // SAFETY: we are inside the slot. The chain's objects are free and ours; the first
+        // goes to the caller, the rest (fewer than `want`, at most the old limit) onto the
+        // empty list, whose limit only grows.
         unsafe {
+            lists.grow_limit(class, batch, self.list_cap(class, batch));
             chain.head = (*obj).next;
             chain.len -= 1;
-            list.push_chain(chain);
+            lists.push_chain(class, chain);
         }
-        count_op(g, size, true);
-        self.publish(g);
-        if st.cached_bytes.load(Ordering::Relaxed) > self.budget.get() {
+        if lists.capacity() > self.budget.get() {
             self.enforce_budget(g, class);
         }
+        self.publish(g);
         obj.cast()
     }
 
@@ -219,44 +221,53 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn list_cap(&self, class: usize, batch: usize) -> usize {
         (self.budget.get() / class_size(class))
             .max(batch)
-            .min(u16::MAX as usize / 2)
+            .min(MAX_LIMIT)
     }
 
-    /// A list grew past its limit: send a batch back to the central cache, then keep the slot
-    /// within its byte budget. (The budget is enforced here and on refills, the only places
-    /// where a slot's cache can grow past it, which keeps the check off the fast path.)
+    /// A list grew past its limit: send a batch back to the central cache. (The budget is
+    /// enforced here and on refills, the only places where a limit grows, which keeps the
+    /// check off the fast path.)
     #[inline(never)]
     fn flush(&self, g: SlotGuard<'_>, class: usize) {
         let g = &g;
-        let list = &mut g.cache().lists[class];
+        let lists = g.lists();
         let batch = self.central.batch(class);
-        // SAFETY: we hold the slot.
-        let chain = unsafe { list.pop_chain(batch) };
+        // SAFETY: we are inside the slot.
+        let chain = unsafe { lists.pop_chain(class, batch) };
         // A list that only ever frees (a consumer) never refills, so its limit grows here,
         // one per flush up to a batch: its flushes then send whole batches, which the
         // transfer cache takes as they are.
-        if list.max_len() < batch {
-            list.set_max_len(list.max_len() + 1);
+        let max = lists.max_len(class);
+        if max < batch {
+            // SAFETY: we are inside the slot.
+            unsafe { lists.set_max_len(class, max + 1) };
         }
         self.release_chain(g, class, chain);
-        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.budget.get() {
+        if lists.capacity() > self.budget.get() {
             self.enforce_budget(g, class);
         }
     }
 
-    /// The slot holds more than its budget: give back half of every list, starting with
-    /// `class`, until it holds at most half its budget.
+    /// The slot's limits allow more than its budget: halve other classes' limits (and send
+    /// back what their lists hold beyond them), starting after `class` and ending with it,
+    /// until they allow at most three quarters of the budget.
+    #[cold]
     fn enforce_budget(&self, g: &SlotGuard<'_>, class: usize) {
-        for i in 0..NUM_CLASSES - 1 {
+        let lists = g.lists();
+        let target = self.budget.get() - self.budget.get() / 4;
+        for i in 1..NUM_CLASSES {
             let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
-            let list = &mut g.cache().lists[c];
-            if list.len > 0 {
-                // SAFETY: we hold the slot.
-                let chain = unsafe { list.pop_chain((list.len as usize).div_ceil(2)) };
-                list.set_max_len(list.max_len() / 2);
+            let max = lists.max_len(c);
+            if max > 0 {
+                let keep = max / 2;
+                // SAFETY: we are inside the slot.
+                let chain = unsafe {
+                    lists.set_max_len(c, keep);
+                    lists.pop_chain(c, lists.len(c).saturating_sub(keep))
+                };
                 self.release_chain(g, c, chain);
             }
-            if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= self.budget.get() / 2 {
+            if lists.capacity() <= target {
                 break;
             }
         }
@@ -268,10 +279,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             return;
         }
         let st = &g.slot.stats;
-        let bytes = chain.len * class_size(class);
         add_owned(&st.flushes, 1);
-        add_owned(&st.flush_bytes, bytes);
-        add_owned(&st.cached_bytes, bytes.wrapping_neg());
+        add_owned(&st.flush_objs, chain.len);
+        add_owned(&st.flush_bytes, chain.len * class_size(class));
         self.publish(g);
         // SAFETY: the chain holds free objects of `class` that were cached in the slot.
         unsafe { self.central.insert_batch(class, chain, CPUS > 1) };
@@ -314,14 +324,17 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     // ----- statistics -------------------------------------------------------------------
 
     /// Fold the slot's net in-use bytes into the heap-wide counter and the peak. Runs on the
-    /// slow paths (refill, flush), so the peak is exact to within what a slot can cache.
+    /// slow paths (refill, flush), where the lists' contents are not counted (that would be a
+    /// sum over every class): what they hold is taken as their capacity, which bounds it, so
+    /// the peak never exceeds the true one and falls short by at most what the slots' limits
+    /// allow. (`Stats::collect` counts the lists exactly.)
     ///
     /// With several slots, changes up to a sixteenth of the slot budget (at most 16 KiB) wait
     /// for a later slow path: the shared counter is one cache line for every CPU, and touching
     /// it on every refill and flush costs more than the refill when two CPUs do it at once.
     fn publish(&self, g: &SlotGuard<'_>) {
         let st = &g.slot.stats;
-        let net = st.net_in_use();
+        let net = st.net_in_use(g.lists().capacity());
         let delta = net.wrapping_sub(st.published.load(Ordering::Relaxed));
         // One slot has no one to contend with: publish every change.
         let min = if CPUS == 1 {
@@ -352,14 +365,19 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     }
 
     fn drain_slot(&self, g: &SlotGuard<'_>) {
-        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) == 0 {
+        let lists = g.lists();
+        // Every limit 0: every list is empty (a list holds more than its limit only between a
+        // free's push and its flush).
+        if lists.capacity() == 0 {
             return;
         }
         for class in 1..NUM_CLASSES {
-            let list = &mut g.cache().lists[class];
-            // SAFETY: we hold the slot.
-            let chain = unsafe { list.pop_chain(list.len as usize) };
-            list.set_max_len(1);
+            // SAFETY: we are inside the slot.
+            let chain = unsafe {
+                let chain = lists.pop_chain(class, lists.len(class));
+                lists.set_max_len(class, 0);
+                chain
+            };
             self.release_chain(g, class, chain);
         }
     }
@@ -429,8 +447,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn sweep_vacated_slow(&self, v: usize) {
         self.seen_vacated.store(v, Ordering::Relaxed);
         for (i, slot) in self.slots.iter().enumerate().take(Self::OWNED) {
-            if slot.stats.cached_bytes.load(Ordering::Relaxed) == 0 || !self.platform.hold_vacant(i)
-            {
+            if slot.lists.capacity() == 0 || !self.platform.hold_vacant(i) {
                 continue;
             }
             // No context can claim the slot while it is held, so no owner can be inside: the
@@ -440,18 +457,5 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             }
             self.platform.release_vacant(i);
         }
-    }
-}
-
-/// Count one slot operation of `size` bytes: two plain counter updates in the slot.
-#[inline(always)]
-fn count_op(g: &SlotGuard<'_>, size: usize, alloc: bool) {
-    let st = &g.slot.stats;
-    if alloc {
-        add_owned(&st.allocs, 1);
-        add_owned(&st.cached_bytes, size.wrapping_neg());
-    } else {
-        add_owned(&st.frees, 1);
-        add_owned(&st.cached_bytes, size);
     }
 }

@@ -397,7 +397,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// current but not a single atomic snapshot.
     pub fn stats(&self) -> Stats {
         Stats::collect(
-            self.cpu.slots.iter().map(|s| &s.stats),
+            self.cpu.slots.iter().map(|s| (&s.stats, &s.lists)),
             &self.cpu.shared,
             (
                 self.cpu.central.free_bytes(),
