@@ -38,7 +38,7 @@ use crate::size_class::{batch_objects, class_size, span_pages, NUM_CLASSES};
 use crate::span::{FreeObj, Span, SpanFlags};
 #[cfg(feature = "transfer-cache")]
 use crate::stats::add_owned;
-use crate::sync::{AtomicUsize, CachePadded, Ordering, PlainUsize};
+use crate::sync::{AtomicUsize, CachePadded, Ordering};
 
 /// A chain of free objects linked through their first word.
 pub(crate) struct Chain {
@@ -274,7 +274,7 @@ impl TransferStack {
 /// The transfer cache's batch count: written under the class lock, read by statistics
 /// without it.
 #[cfg(feature = "transfer-cache")]
-pub(crate) struct TransferCount(PlainUsize);
+pub(crate) struct TransferCount(crate::sync::PlainUsize);
 
 /// Without feature `transfer-cache`: no bytes, always 0.
 #[cfg(not(feature = "transfer-cache"))]
@@ -283,7 +283,7 @@ pub(crate) struct TransferCount;
 impl TransferCount {
     const fn new() -> Self {
         #[cfg(feature = "transfer-cache")]
-        return Self(PlainUsize::new(0));
+        return Self(crate::sync::PlainUsize::new(0));
         #[cfg(not(feature = "transfer-cache"))]
         Self
     }
