@@ -183,6 +183,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     // ----- refill and flush -------------------------------------------------------------
 
     /// The slot's list for `class` is empty: take a batch from the central cache.
+    #[cold]
     #[inline(never)]
     fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
         // The guard is taken by value so that the fast path need not spill it to the stack.
@@ -227,6 +228,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// A list grew past its limit: send a batch back to the central cache. (The budget is
     /// enforced here and on refills, the only places where a limit grows, which keeps the
     /// check off the fast path.)
+    #[cold]
     #[inline(never)]
     fn flush(&self, g: SlotGuard<'_>, class: usize) {
         let g = &g;
