@@ -167,14 +167,16 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[inline]
     pub fn allocate(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        // Two branches, not one test of both: LLVM would otherwise compute both comparisons
-        // into flags and combine them (two instructions more on the fast path).
-        let p = if align > 8 {
-            self.alloc_general(size, align)
-        } else if size > FAST_SIZE {
-            self.alloc_general(size, align)
+        // Nested, not `align <= 8 && size <= FAST_SIZE`: LLVM turns that into two flag
+        // computations and a test of both, two instructions more than two branches.
+        let p = if align <= 8 {
+            if size <= FAST_SIZE {
+                self.alloc_small(class_of_size(size))
+            } else {
+                self.alloc_general(size, align)
+            }
         } else {
-            self.alloc_small(class_of_size(size))
+            self.alloc_general(size, align)
         };
         #[cfg(feature = "checked")]
         self.mark_live(p);
