@@ -164,6 +164,21 @@ impl SlotLock {
     /// that re-entered the heap) or a remote operation is.
     #[inline(always)]
     pub(crate) fn enter_owned(&self) -> bool {
+        match self.try_enter_owned() {
+            Ok(()) => true,
+            Err(b) => {
+                self.back_off(b);
+                false
+            }
+        }
+    }
+
+    /// [`enter_owned`](Self::enter_owned) without its undo: on `Err`, the caller must pass
+    /// the [`BackOff`] to [`back_off`](Self::back_off) before anything else touches the slot.
+    /// (The fast paths do that in a tail-called slow path, so that they make no call that
+    /// returns.)
+    #[inline(always)]
+    pub(crate) fn try_enter_owned(&self) -> Result<(), BackOff> {
         // Whether this context interrupted itself inside the slot. The flag is set before
         // it is tested, so one branch serves both tests: a re-entering handler stores the
         // `true` that is already there, and must not clear it when it backs off.
@@ -175,19 +190,18 @@ impl SlotLock {
         #[cfg(not(loom))]
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
         if inside | plain(&self.remote).load(Ordering::Acquire) {
-            return self.back_off(inside);
+            return Err(BackOff { inside });
         }
-        true
+        Ok(())
     }
 
     /// The owner found the slot in use: undo its store of `busy` unless it was already set
     /// (by the context this one interrupted).
     #[cold]
-    fn back_off(&self, inside: bool) -> bool {
-        if !inside {
+    pub(crate) fn back_off(&self, b: BackOff) {
+        if !b.inside {
             plain(&self.busy).store(false, Ordering::Release);
         }
-        false
     }
 
     /// Take a shared slot (a try-lock).
@@ -249,6 +263,13 @@ impl SlotLock {
     pub(crate) fn leave_remote(&self) {
         self.remote.store(false, Ordering::Release);
     }
+}
+
+/// What an owner that failed to enter must undo (see [`SlotLock::try_enter_owned`]).
+#[must_use]
+pub(crate) struct BackOff {
+    /// Whether `busy` was already set (by the context this one interrupted).
+    inside: bool,
 }
 
 /// Pads and aligns a value to its own cache line on 64-bit targets (no padding on small

@@ -21,8 +21,9 @@
 //! start), so a class that is used rarely keeps little memory parked here. A slot whose cached
 //! bytes exceed its budget sends objects back.
 //!
-//! When the tier below has nothing left, the fast paths return null and leave the decision
-//! (drain every slot and try once more, or give up) to the heap.
+//! When the tier below has nothing left, the allocation drains every slot (this tier's and,
+//! through the central cache, the transfer caches and span reserves) and tries once more
+//! before it returns null, so memory parked in caches never causes a false out-of-memory.
 
 mod free_list;
 mod slot;
@@ -38,7 +39,7 @@ use crate::platform::{Fault, FaultKind, Platform};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::stats::{add_owned, SharedStats};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, BackOff, Ordering};
 use free_list::MAX_LIMIT;
 
 pub(crate) use self::free_list::FreeLists;
@@ -131,20 +132,75 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     }
 
     // ----- fast paths -------------------------------------------------------------------
+    //
+    // Each fast path is the slot entry, the list operation and a return; everything else (a
+    // refill, a flush, an index the platform must claim, a taken slot) is a tail call, so the
+    // compiled `alloc` and `dealloc` need no stack frame of their own.
 
-    /// An object of `class` for CPU `cpu`, or null if the tiers below are out of memory.
+    /// An object of `class` for CPU `cpu`, or null if memory is exhausted (after every slot
+    /// was drained and the allocation tried once more, so that memory parked in caches never
+    /// causes a false out-of-memory).
     #[inline(always)]
     pub(crate) fn alloc(&self, cpu: usize, class: usize) -> *mut u8 {
-        if let Some(g) = self.enter(cpu) {
-            // SAFETY: we are inside the slot.
-            let obj = unsafe { g.lists().pop(class) };
-            if !obj.is_null() {
-                add_owned(&g.slot.stats.allocs, 1);
-                return obj.cast();
-            }
-            return self.refill(g, class);
+        if P::EXCLUSIVE.is_none() {
+            return match self.slot(cpu).try_lock() {
+                Some(g) => self.alloc_in(g, class),
+                None => self.alloc_fallback(class),
+            };
         }
+        if cpu < Self::OWNED {
+            // SAFETY: the platform promises (`ExclusiveSlots::new`) that an index below
+            // `OWNED` names a slot only this context uses during this call.
+            return match unsafe { self.slots[cpu].try_enter_owned() } {
+                Ok(g) => self.alloc_in(g, class),
+                Err(b) => self.alloc_backed_off(cpu, class, b),
+            };
+        }
+        self.alloc_slow(cpu, class)
+    }
+
+    /// The owner found its slot in use (it interrupted itself there, or a remote operation is
+    /// inside): undo the entry and go to the central cache.
+    #[cold]
+    #[inline(never)]
+    fn alloc_backed_off(&self, cpu: usize, class: usize, b: BackOff) -> *mut u8 {
+        self.slots[cpu].lock.back_off(b);
         self.alloc_fallback(class)
+    }
+
+    /// Pop an object of `class` inside the slot, or refill.
+    #[inline(always)]
+    fn alloc_in(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
+        // SAFETY: we are inside the slot.
+        let obj = unsafe { g.lists().pop(class) };
+        if !obj.is_null() {
+            add_owned(&g.slot.stats.allocs, 1);
+            return obj.cast();
+        }
+        self.refill(g, class)
+    }
+
+    /// `alloc` on a platform with owned slots, for an index that named none (the platform may
+    /// have to claim one) or a slot already in use (a re-entering handler).
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, cpu: usize, class: usize) -> *mut u8 {
+        let cpu = self.claimed(cpu);
+        match self.enter(cpu) {
+            Some(g) => self.alloc_in(g, class),
+            None => self.alloc_fallback(class),
+        }
+    }
+
+    /// The index to use on a slow path, given the one the fast path read: the platform's
+    /// claimed index if that one named no owned slot.
+    #[inline]
+    fn claimed(&self, cpu: usize) -> usize {
+        if cpu < Self::OWNED {
+            cpu
+        } else {
+            self.platform.claim_cpu()
+        }
     }
 
     /// Take back a free object of `class` on CPU `cpu`.
@@ -153,24 +209,73 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// `obj` must be an object of `class` handed out by this heap and no longer in use.
     #[inline(always)]
     pub(crate) unsafe fn free(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
-        if let Some(g) = self.enter(cpu) {
-            let lists = g.lists();
-            // The cheapest misuse check, in every build: the object freed just before is
-            // freed again (glibc's tcache catches the same). Reported outside the slot.
-            // SAFETY: we are inside the slot.
-            if unsafe { lists.head(class) } == obj {
-                drop(g);
-                self.double_free(obj);
-            }
-            // SAFETY: we are inside the slot; the object is free and of this class.
-            let over = unsafe { lists.push(class, obj) };
-            if over {
-                self.flush(g, class);
-            }
-            return;
+        if P::EXCLUSIVE.is_none() {
+            return match self.slot(cpu).try_lock() {
+                // SAFETY: the caller's guarantee.
+                Some(g) => unsafe { self.free_in(g, obj, class) },
+                // SAFETY: the caller's guarantee.
+                None => unsafe { self.free_fallback(obj, class) },
+            };
+        }
+        if cpu < Self::OWNED {
+            // SAFETY: as in `alloc`.
+            return match unsafe { self.slots[cpu].try_enter_owned() } {
+                // SAFETY: the caller's guarantee.
+                Ok(g) => unsafe { self.free_in(g, obj, class) },
+                // SAFETY: the caller's guarantee.
+                Err(b) => unsafe { self.free_backed_off(cpu, obj, class, b) },
+            };
         }
         // SAFETY: the caller's guarantee.
+        unsafe { self.free_slow(cpu, obj, class) }
+    }
+
+    /// As [`alloc_backed_off`](Self::alloc_backed_off), for `free`.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_backed_off(&self, cpu: usize, obj: *mut FreeObj, class: usize, b: BackOff) {
+        self.slots[cpu].lock.back_off(b);
+        // SAFETY: the caller's guarantee.
         unsafe { self.free_fallback(obj, class) }
+    }
+
+    /// Push a free object of `class` inside the slot, and flush if the list is too long.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    unsafe fn free_in(&self, g: SlotGuard<'_>, obj: *mut FreeObj, class: usize) {
+        let lists = g.lists();
+        // The cheapest misuse check, in every build: the object freed just before is freed
+        // again (glibc's tcache catches the same). Reported outside the slot.
+        // SAFETY: we are inside the slot.
+        if unsafe { lists.head(class) } == obj {
+            drop(g);
+            self.double_free(obj);
+        }
+        // SAFETY: we are inside the slot; the object is free and of this class.
+        if unsafe { lists.push(class, obj) } {
+            self.flush(g, class);
+        }
+    }
+
+    /// `free` on a platform with owned slots, as [`alloc_slow`](Self::alloc_slow).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
+        let cpu = self.claimed(cpu);
+        match self.enter(cpu) {
+            // SAFETY: the caller's guarantee.
+            Some(g) => unsafe { self.free_in(g, obj, class) },
+            // SAFETY: the caller's guarantee.
+            None => unsafe { self.free_fallback(obj, class) },
+        }
     }
 
     /// The fault of an object freed twice in a row.
@@ -187,7 +292,40 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[inline(never)]
     fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
         // The guard is taken by value so that the fast path need not spill it to the stack.
-        let g = &g;
+        let p = self.refill_batch(&g, class);
+        if p.is_null() {
+            drop(g);
+            return self.alloc_after_drain(class);
+        }
+        p
+    }
+
+    /// The tiers below found no memory for `class`: drain every CPU slot and try once more.
+    #[cold]
+    fn alloc_after_drain(&self, class: usize) -> *mut u8 {
+        self.drain_all();
+        let p = match self.enter(self.claimed(self.platform.current_cpu())) {
+            Some(g) => {
+                // SAFETY: we are inside the slot.
+                let obj = unsafe { g.lists().pop(class) };
+                if obj.is_null() {
+                    self.refill_batch(&g, class)
+                } else {
+                    add_owned(&g.slot.stats.allocs, 1);
+                    obj.cast()
+                }
+            }
+            None => self.take_one(class),
+        };
+        if p.is_null() {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    /// Refill the slot's empty list for `class` and return its first object, or null if the
+    /// central cache has none.
+    fn refill_batch(&self, g: &SlotGuard<'_>, class: usize) -> *mut u8 {
         let lists = g.lists();
         let batch = self.central.batch(class);
         let want = lists.max_len(class).clamp(1, batch);
@@ -295,6 +433,15 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[cold]
     fn alloc_fallback(&self, class: usize) -> *mut u8 {
         self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let p = self.take_one(class);
+        if p.is_null() {
+            return self.alloc_after_drain(class);
+        }
+        p
+    }
+
+    /// One object straight from the central cache, or null.
+    fn take_one(&self, class: usize) -> *mut u8 {
         let chain = self.central.remove_batch(class, 1);
         if chain.len == 0 {
             return ptr::null_mut();

@@ -3,7 +3,7 @@
 
 use super::free_list::FreeLists;
 pub(crate) use crate::stats::SlotStats;
-use crate::sync::SlotLock;
+use crate::sync::{BackOff, SlotLock};
 
 /// A CPU slot: its guard, lists and counters, on its own cache line.
 ///
@@ -44,6 +44,19 @@ impl CpuSlot {
         } else {
             None
         }
+    }
+
+    /// [`enter_owned`](Self::enter_owned), leaving the undo of a failed entry to the caller
+    /// (see [`SlotLock::try_enter_owned`]).
+    ///
+    /// # Safety
+    /// As for [`enter_owned`](Self::enter_owned).
+    #[inline(always)]
+    pub(crate) unsafe fn try_enter_owned(&self) -> Result<SlotGuard<'_>, BackOff> {
+        self.lock.try_enter_owned().map(|()| SlotGuard {
+            slot: self,
+            how: Entry::Owned,
+        })
     }
 
     /// Take a shared slot (a try-lock), or `None` if someone holds it.

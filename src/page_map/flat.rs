@@ -124,22 +124,28 @@ impl<const N: usize> PageMap for FlatMap<N> {
 
     #[inline(always)]
     fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
-        // Run 0 first, without the count: its length is 0 until it is published, and most
-        // heaps have one run.
-        if let Some(run) = self.runs.first() {
-            // Length first (Acquire), then the fields it publishes.
-            let len = run.len.load(Ordering::Acquire);
-            let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
-            if off < len {
-                // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load
-                // of the nonzero length saw the array published.
-                return unsafe {
-                    (*run.classes.load(Ordering::Relaxed).add(off >> page_shift))
-                        .load(Ordering::Relaxed)
-                };
-            }
+        match self.class_quick(addr, page_shift) {
+            Some(tag) => tag,
+            None => self.class_beyond_run_0(addr, page_shift),
         }
-        self.class_beyond_run_0(addr, page_shift)
+    }
+
+    #[inline(always)]
+    fn class_quick(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        // Run 0 only, without the count: its length is 0 until it is published, and most
+        // heaps have one run.
+        let run = self.runs.first()?;
+        // Length first (Acquire), then the fields it publishes.
+        let len = run.len.load(Ordering::Acquire);
+        let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
+        if off >= len {
+            return None;
+        }
+        // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load of the
+        // nonzero length saw the array published.
+        Some(unsafe {
+            (*run.classes.load(Ordering::Relaxed).add(off >> page_shift)).load(Ordering::Relaxed)
+        })
     }
 
     #[inline(always)]

@@ -142,6 +142,15 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
         self.page(addr, page_shift)
             .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
     }
+
+    /// The class byte of the page holding `addr` if the map's quickest lookup finds it (the
+    /// window, the first run), else `None`: then ask [`class_of`](Self::class_of). The free
+    /// fast path uses it so that its only call is the slow path's, a tail call.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn class_quick(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        Some(self.class_of(addr, page_shift))
+    }
 }
 
 mod flat;
