@@ -166,7 +166,9 @@ impl<S: PageSource> Locked<'_, S> {
                 slack: 0,
             });
             // Fresh memory from a zero-filling source is clean.
-            (*ext).set_clean(0, pages, true);
+            if S::ZERO_FILLED {
+                (*ext).set_clean(0, pages, true);
+            }
             match self.st.last.as_mut() {
                 Some(last) => last.next = ext,
                 None => self.st.extents = ext,

@@ -15,12 +15,18 @@ impl<S: PageSource> Locked<'_, S> {
     /// Mark `n` free pages of `ext` from page `i` used, with the counters. Returns whether
     /// they were all clean (known zero).
     pub(super) fn use_pages(&self, ext: &mut Extent, i: usize, n: usize) -> bool {
-        let clean = ext.count_clean(i, n);
-        ext.set_clean(i, n, false);
+        // Only a zero-filling source's extents have a clean bitmap (compiled out otherwise).
+        let clean = if S::ZERO_FILLED {
+            let clean = ext.count_clean(i, n);
+            ext.set_clean(i, n, false);
+            clean
+        } else {
+            0
+        };
         ext.set_range(i, n, true);
         sub(&self.stats.free_pages, n);
         sub(&self.stats.idle_pages, n - clean);
-        ext.has_clean && clean == n
+        S::ZERO_FILLED && ext.has_clean && clean == n
     }
 
     /// Mark `n` used pages of `ext` from page `i` free (and idle), with the counters.
