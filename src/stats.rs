@@ -166,6 +166,7 @@ impl SharedStats {
     }
 
     /// Fold a net change of in-use bytes into the shared counter and the peak.
+    #[inline(never)]
     pub(crate) fn sync_in_use(&self, delta: isize) {
         let now = self
             .in_use
@@ -178,7 +179,9 @@ impl SharedStats {
         }
     }
 
-    /// Count an allocation or free made outside a slot.
+    /// Count an allocation or free made outside a slot. (Out of line: four atomic
+    /// read-modify-writes, inlined at five slow-path sites.)
+    #[inline(never)]
     pub(crate) fn record_other(&self, alloc: bool, bytes: usize) {
         if alloc {
             self.other_allocs.fetch_add(1, Ordering::Relaxed);
