@@ -130,18 +130,26 @@ pub(crate) struct Locked<'a, S: PageSource> {
 }
 
 /// Bump-allocate `size` zeroed bytes aligned to `align` from `[*cur, end)`.
+///
+/// Rounded to whole words, word-aligned (what the metadata bounds already allow for: each
+/// allocation's alignment slack), so that the zeroing is a word-aligned `memset`: on Arm the
+/// `__aeabi_memclr4` that the startup code links anyway, not a second, byte-wise `memclr`
+/// (208 bytes of flash). Out of line: five call sites.
+#[inline(never)]
 fn bump_alloc(cur: &mut usize, end: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
-    let start = cur.checked_next_multiple_of(align)?;
-    let stop = start.checked_add(size)?;
+    const WORD: usize = core::mem::size_of::<usize>();
+    let start = cur.checked_next_multiple_of(align.max(WORD))?;
+    let words = size.div_ceil(WORD);
+    let stop = start.checked_add(words * WORD)?;
     if *cur == 0 || stop > end {
         return None;
     }
     *cur = stop;
-    let p = start as *mut u8;
+    let p = start as *mut usize;
     // SAFETY: `[start, stop)` lies in the bump region, metadata memory owned by the heap and
-    // not yet handed out.
-    unsafe { ptr::write_bytes(p, 0, size) };
-    NonNull::new(p)
+    // not yet handed out; `start` is word-aligned.
+    unsafe { ptr::write_bytes(p, 0, words) };
+    NonNull::new(p.cast())
 }
 
 impl<S: PageSource, R: RawMutex> PageHeap<S, R> {
