@@ -14,6 +14,8 @@ use crate::sync::Ordering;
 impl<S: PageSource> Locked<'_, S> {
     /// Mark `n` free pages of `ext` from page `i` used, with the counters. Returns whether
     /// they were all clean (known zero).
+    // Out of line: three callers (first fit, the top page for metadata, growing in place).
+    #[inline(never)]
     pub(super) fn use_pages(&self, ext: &mut Extent, i: usize, n: usize) -> bool {
         // Only a zero-filling source's extents have a clean bitmap (compiled out otherwise).
         let clean = if S::ZERO_FILLED {
