@@ -132,9 +132,9 @@ pub(crate) struct Locked<'a, S: PageSource> {
 /// Bump-allocate `size` zeroed bytes aligned to `align` from `[*cur, end)`.
 ///
 /// Rounded to whole words, word-aligned (what the metadata bounds already allow for: each
-/// allocation's alignment slack), so that the zeroing is a word-aligned `memset`: on Arm the
-/// `__aeabi_memclr4` that the startup code links anyway, not a second, byte-wise `memclr`
-/// (208 bytes of flash). Out of line: five call sites.
+/// allocation's alignment slack), so that the zeroing is a word-aligned `memset`: on Arm
+/// `__aeabi_memclr4`, which most programs link for their own zeroed arrays, rather than the
+/// byte-wise `__aeabi_memclr` as well (208 bytes of flash). Out of line: five call sites.
 #[inline(never)]
 fn bump_alloc(cur: &mut usize, end: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
     const WORD: usize = core::mem::size_of::<usize>();
