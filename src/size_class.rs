@@ -22,8 +22,19 @@ const SMALL_LOOKUP_LIMIT: usize = 1024;
 /// Object size of each class; `CLASS_SIZES[0]` is 0 (no class).
 pub const CLASS_SIZES: [u32; NUM_CLASSES] = build_sizes();
 
+/// [`CLASS_SIZES`] as the heap reads it at run time: `u16`s (32 KiB fits), half the flash.
+const SIZES: [u16; NUM_CLASSES] = {
+    let mut t = [0u16; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        t[i] = CLASS_SIZES[i] as u16;
+        assert!(t[i] as u32 == CLASS_SIZES[i]);
+        i += 1;
+    }
+    t
+};
+
 const SMALL_INDEX: [u8; SMALL_LOOKUP_LIMIT / 8 + 1] = build_small_index();
-const LARGE_INDEX: [u8; MAX_CLASS_SIZE / 128 + 1] = build_large_index();
 
 const fn build_sizes() -> [u32; NUM_CLASSES] {
     let mut sizes = [0u32; NUM_CLASSES];
@@ -72,20 +83,10 @@ const fn build_small_index() -> [u8; SMALL_LOOKUP_LIMIT / 8 + 1] {
     t
 }
 
-const fn build_large_index() -> [u8; MAX_CLASS_SIZE / 128 + 1] {
-    let mut t = [0u8; MAX_CLASS_SIZE / 128 + 1];
-    let mut i = 0;
-    while i < t.len() {
-        t[i] = first_class_at_least(i * 128);
-        i += 1;
-    }
-    t
-}
-
 /// Object size of `class`.
 #[inline(always)]
 pub fn class_size(class: usize) -> usize {
-    CLASS_SIZES[class] as usize
+    SIZES[class] as usize
 }
 
 /// Class for a request of `size` bytes with alignment at most 8. `size` must be at most
@@ -96,8 +97,22 @@ pub fn class_of_size(size: usize) -> usize {
     if size <= SMALL_LOOKUP_LIMIT {
         SMALL_INDEX[(size + 7) >> 3] as usize
     } else {
-        LARGE_INDEX[(size + 127) >> 7] as usize
+        class_above_64(size)
     }
+}
+
+/// The class of a request of `64 < size <= MAX_CLASS_SIZE` bytes, computed instead of looked
+/// up (a table by `size / 128` up to 32 KiB was 257 bytes of flash): in the doubling
+/// `[2^k, 2^(k+1))` that holds `size - 1`, classes are 8 steps of `2^(k-3)`, and the 8
+/// classes up to 64 bytes and 8 per doubling from 64 come before them, so the class is
+/// `8 (k - 5) + ceil((size - 2^k) / 2^(k-3))`.
+#[inline]
+fn class_above_64(size: usize) -> usize {
+    debug_assert!(size > 64 && size <= MAX_CLASS_SIZE);
+    let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+    // `(size - 1) >> (k - 3)` is 8 plus the steps above `2^k` (rounded down), so this is
+    // `8k - 40 + steps + 1`.
+    8 * k - 47 + ((size - 1) >> (k - 3))
 }
 
 /// Class for a request of `size` bytes aligned to `align` (a power of two), or `None` if the

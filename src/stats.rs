@@ -177,6 +177,7 @@ impl SharedStats {
     }
 
     /// Fold a net change of in-use bytes into the shared counter and the peak.
+    #[inline(never)]
     pub(crate) fn sync_in_use(&self, delta: isize) {
         let now = self
             .in_use
@@ -189,7 +190,9 @@ impl SharedStats {
         }
     }
 
-    /// Count an allocation or free made outside a slot.
+    /// Count an allocation or free made outside a slot. (Out of line: four atomic
+    /// read-modify-writes, inlined at five slow-path sites.)
+    #[inline(never)]
     pub(crate) fn record_other(&self, alloc: bool, bytes: usize) {
         if alloc {
             self.other_allocs.fetch_add(1, Ordering::Relaxed);
@@ -205,47 +208,47 @@ impl SharedStats {
 /// Counters of the page heap, readable without its lock.
 pub(crate) struct PageStats {
     /// Pages in all extents.
-    pub(crate) pages: AtomicUsize,
+    pub(crate) pages: PlainUsize,
     /// Free pages in all extents.
-    pub(crate) free_pages: AtomicUsize,
+    pub(crate) free_pages: PlainUsize,
     /// Bytes of metadata (carved pages and metadata pages taken from extents).
-    pub(crate) meta_bytes: AtomicUsize,
+    pub(crate) meta_bytes: PlainUsize,
     /// Bytes obtained from the source.
-    pub(crate) source_bytes: AtomicUsize,
+    pub(crate) source_bytes: PlainUsize,
     /// Calls to the source that returned memory.
-    pub(crate) grows: AtomicUsize,
+    pub(crate) grows: PlainUsize,
     /// Pages handed out as spans.
-    pub(crate) span_pages: AtomicUsize,
+    pub(crate) span_pages: PlainUsize,
     /// Spans handed out / given back.
-    pub(crate) spans_allocated: AtomicUsize,
-    pub(crate) spans_freed: AtomicUsize,
+    pub(crate) spans_allocated: PlainUsize,
+    pub(crate) spans_freed: PlainUsize,
     /// Free pages backed by memory: not known clean (see the module docs).
-    pub(crate) idle_pages: AtomicUsize,
+    pub(crate) idle_pages: PlainUsize,
     /// Bytes given back with `discard` (cumulative), and how many calls that took.
-    pub(crate) discarded_bytes: AtomicUsize,
-    pub(crate) discards: AtomicUsize,
+    pub(crate) discarded_bytes: PlainUsize,
+    pub(crate) discards: PlainUsize,
     /// Bytes of runs given back with `release` (cumulative).
-    pub(crate) released_bytes: AtomicUsize,
+    pub(crate) released_bytes: PlainUsize,
     /// Direct runs held now.
-    pub(crate) direct_runs: AtomicUsize,
+    pub(crate) direct_runs: PlainUsize,
 }
 
 impl PageStats {
     pub(crate) const fn new() -> Self {
         Self {
-            pages: AtomicUsize::new(0),
-            free_pages: AtomicUsize::new(0),
-            meta_bytes: AtomicUsize::new(0),
-            source_bytes: AtomicUsize::new(0),
-            grows: AtomicUsize::new(0),
-            span_pages: AtomicUsize::new(0),
-            spans_allocated: AtomicUsize::new(0),
-            spans_freed: AtomicUsize::new(0),
-            idle_pages: AtomicUsize::new(0),
-            discarded_bytes: AtomicUsize::new(0),
-            discards: AtomicUsize::new(0),
-            released_bytes: AtomicUsize::new(0),
-            direct_runs: AtomicUsize::new(0),
+            pages: PlainUsize::new(0),
+            free_pages: PlainUsize::new(0),
+            meta_bytes: PlainUsize::new(0),
+            source_bytes: PlainUsize::new(0),
+            grows: PlainUsize::new(0),
+            span_pages: PlainUsize::new(0),
+            spans_allocated: PlainUsize::new(0),
+            spans_freed: PlainUsize::new(0),
+            idle_pages: PlainUsize::new(0),
+            discarded_bytes: PlainUsize::new(0),
+            discards: PlainUsize::new(0),
+            released_bytes: PlainUsize::new(0),
+            direct_runs: PlainUsize::new(0),
         }
     }
 }
@@ -290,7 +293,7 @@ impl Stats {
         s.failed_allocs = shared.failed.load(Ordering::Relaxed);
         s.central_cache_bytes = central_cache_bytes;
         s.transfer_cache_bytes = transfer_cache_bytes;
-        let pages_bytes = |c: &AtomicUsize| c.load(Ordering::Relaxed) << page_shift;
+        let pages_bytes = |c: &PlainUsize| c.load(Ordering::Relaxed) << page_shift;
         s.span_bytes = pages_bytes(&pages.span_pages);
         s.page_heap_free_bytes = pages_bytes(&pages.free_pages);
         s.page_heap_idle_bytes = pages_bytes(&pages.idle_pages);

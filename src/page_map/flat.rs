@@ -124,10 +124,14 @@ impl<const N: usize> PageMap for FlatMap<N> {
 
     #[inline(always)]
     fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
-        match self.class_quick(addr, page_shift) {
-            Some(tag) => tag,
-            None => self.class_beyond_run_0(addr, page_shift),
+        if let Some(tag) = self.class_quick(addr, page_shift) {
+            return tag;
         }
+        // One run: run 0 was the walk (compiled out).
+        if N == 1 {
+            return CLASS_NONE;
+        }
+        self.class_beyond_run_0(addr, page_shift)
     }
 
     #[inline(always)]
@@ -151,7 +155,8 @@ impl<const N: usize> PageMap for FlatMap<N> {
     #[inline(always)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
         let n = self.count.load(Ordering::Acquire);
-        for run in &self.runs[..n] {
+        // `take`, not `[..n]`: `n <= N`, but a slice would check it (and link a panic).
+        for run in self.runs.iter().take(n) {
             let base = run.base.load(Ordering::Relaxed);
             let off = addr.wrapping_sub(base);
             if off < run.len.load(Ordering::Relaxed) {
