@@ -304,17 +304,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[cold]
     fn alloc_after_drain(&self, class: usize) -> *mut u8 {
         self.drain_all();
+        // The drain emptied this context's slot too (if it could enter it), so there is
+        // nothing to pop: refill.
         let p = match self.enter(self.claimed(self.platform.current_cpu())) {
-            Some(g) => {
-                // SAFETY: we are inside the slot.
-                let obj = unsafe { g.lists().pop(class) };
-                if obj.is_null() {
-                    self.refill_batch(&g, class)
-                } else {
-                    add_owned(&g.slot.stats.allocs, 1);
-                    obj.cast()
-                }
-            }
+            Some(g) => self.refill_batch(&g, class),
             None => self.take_one(class),
         };
         if p.is_null() {
@@ -393,22 +386,29 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// until they allow at most three quarters of the budget.
     #[cold]
     fn enforce_budget(&self, g: &SlotGuard<'_>, class: usize) {
+        self.shrink(g, class, false, self.budget.get() - self.budget.get() / 4);
+    }
+
+    /// Lower the limits of the slot's lists to half (or to 0 with `empty`), starting with the
+    /// class after `class` and ending with it, and send back what each list holds beyond its
+    /// new limit, until the slot's capacity is at most `target`.
+    fn shrink(&self, g: &SlotGuard<'_>, class: usize, empty: bool, target: usize) {
         let lists = g.lists();
-        let target = self.budget.get() - self.budget.get() / 4;
         for i in 1..NUM_CLASSES {
+            if lists.capacity() <= target {
+                break;
+            }
             let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
             let max = lists.max_len(c);
+            // A list with limit 0 is empty (see `drain_slot`).
             if max > 0 {
-                let keep = max / 2;
+                let keep = if empty { 0 } else { max / 2 };
                 // SAFETY: we are inside the slot.
                 let chain = unsafe {
                     lists.set_max_len(c, keep);
                     lists.pop_chain(c, lists.len(c).saturating_sub(keep))
                 };
                 self.release_chain(g, c, chain);
-            }
-            if lists.capacity() <= target {
-                break;
             }
         }
     }
@@ -514,21 +514,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     }
 
     fn drain_slot(&self, g: &SlotGuard<'_>) {
-        let lists = g.lists();
-        // Every limit 0: every list is empty (a list holds more than its limit only between a
-        // free's push and its flush).
-        if lists.capacity() == 0 {
-            return;
-        }
-        for class in 1..NUM_CLASSES {
-            // SAFETY: we are inside the slot.
-            let chain = unsafe {
-                let chain = lists.pop_chain(class, lists.len(class));
-                lists.set_max_len(class, 0);
-                chain
-            };
-            self.release_chain(g, class, chain);
-        }
+        // Every limit to 0, from class 1 on. A slot whose limits are all 0 holds nothing (a
+        // list holds more than its limit only between a free's push and its flush), so the
+        // walk stops as soon as the capacity is 0.
+        self.shrink(g, NUM_CLASSES - 1, true, 0);
     }
 
     /// Drain every slot that is not in use, then the central cache's transfer caches and span

@@ -245,6 +245,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         // Beyond the map's quickest lookup, a tail call.
         #[cfg(not(any(feature = "checked", feature = "misuse-checks")))]
         let Some(tag) = self.map().class_quick(addr, self.page_shift()) else {
+            if <S::Map as PageMap>::QUICK_IS_ALL {
+                // Not the map's: the page-span path reports it.
+                return self.free_page_span(CLASS_NONE, addr, layout);
+            }
             // SAFETY: the caller's guarantee.
             return unsafe { self.deallocate_beyond(ptr, layout) };
         };

@@ -64,6 +64,7 @@ impl<const N: usize> PageMap for FlatMap<N> {
         count: AtomicUsize::new(0),
         runs: [FlatRun::EMPTY; N],
     };
+    const QUICK_IS_ALL: bool = N == 1;
 
     fn meta_bound(pages: usize, page_shift: u32) -> usize {
         let ptr_size = core::mem::size_of::<AtomicPtr<Span>>();

@@ -49,6 +49,11 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
     #[doc(hidden)]
     const EMPTY: Self;
 
+    /// Whether [`class_quick`](Self::class_quick) covers every page the map does, so that its
+    /// `None` means [`CLASS_NONE`] (a map of one run).
+    #[doc(hidden)]
+    const QUICK_IS_ALL: bool = false;
+
     /// An upper bound of the metadata bytes that [`register`](Self::register) asks for to
     /// cover `pages` pages.
     #[doc(hidden)]
