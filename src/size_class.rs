@@ -3,7 +3,8 @@
 //! The table is computed at compile time. Up to 64 bytes the classes step by 8; above that
 //! every power-of-two range `[2^k, 2^(k+1))` is cut into 8 equal steps, so a request above
 //! 64 bytes never wastes more than 1/8 (12.5%) of the object that serves it. The largest class
-//! is [`MAX_CLASS_SIZE`] (32 KiB); a heap may use a lower small-object limit (see
+//! is [`MAX_CLASS_SIZE`] (64 KiB, or 32 KiB without feature `big-classes`); a heap may use a
+//! lower small-object limit (see
 //! [`crate::Config`]), above which requests are served as whole page spans.
 //!
 //! Alignment is folded into the choice: a request with alignment `a` is served by the
@@ -11,10 +12,26 @@
 //! of their class size from a page-aligned span start, so such an object is `a`-aligned.
 
 /// Number of entries in the class tables. Index 0 means "no class" (a page-level span).
+#[cfg(feature = "big-classes")]
+pub const NUM_CLASSES: usize = 89;
+/// Number of entries in the class tables. Index 0 means "no class" (a page-level span).
+#[cfg(not(feature = "big-classes"))]
 pub const NUM_CLASSES: usize = 81;
 
-/// The largest object size served from a size class.
-pub const MAX_CLASS_SIZE: usize = 32 * 1024;
+/// The largest object size served from a size class: 64 KiB with feature `big-classes`
+/// (default), else 32 KiB.
+pub const MAX_CLASS_SIZE: usize = if cfg!(feature = "big-classes") {
+    64 * 1024
+} else {
+    32 * 1024
+};
+
+/// An entry of the run-time size table: `u16` where every class fits (32 KiB), for half the
+/// flash; `u32` with the 64 KiB class.
+#[cfg(feature = "big-classes")]
+type SizeEntry = u32;
+#[cfg(not(feature = "big-classes"))]
+type SizeEntry = u16;
 
 /// Requests up to this size use the fine-grained (8-byte step) lookup table.
 const SMALL_LOOKUP_LIMIT: usize = 1024;
@@ -22,12 +39,12 @@ const SMALL_LOOKUP_LIMIT: usize = 1024;
 /// Object size of each class; `CLASS_SIZES[0]` is 0 (no class).
 pub const CLASS_SIZES: [u32; NUM_CLASSES] = build_sizes();
 
-/// [`CLASS_SIZES`] as the heap reads it at run time: `u16`s (32 KiB fits), half the flash.
-const SIZES: [u16; NUM_CLASSES] = {
-    let mut t = [0u16; NUM_CLASSES];
+/// [`CLASS_SIZES`] as the heap reads it at run time (see [`SizeEntry`]).
+const SIZES: [SizeEntry; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
     let mut i = 0;
     while i < NUM_CLASSES {
-        t[i] = CLASS_SIZES[i] as u16;
+        t[i] = CLASS_SIZES[i] as SizeEntry;
         assert!(t[i] as u32 == CLASS_SIZES[i]);
         i += 1;
     }
@@ -44,7 +61,7 @@ const fn build_sizes() -> [u32; NUM_CLASSES] {
         sizes[i] = (i * 8) as u32;
         i += 1;
     }
-    // Eight steps in every doubling from 64 up to 32 KiB.
+    // Eight steps in every doubling from 64 up to the largest class.
     let mut base = 64usize;
     while base < MAX_CLASS_SIZE {
         let step = base / 8;
