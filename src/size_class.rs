@@ -45,7 +45,7 @@ const SIZES: [SizeEntry; NUM_CLASSES] = {
     let mut i = 0;
     while i < NUM_CLASSES {
         t[i] = CLASS_SIZES[i] as SizeEntry;
-        assert!(t[i] as u32 == CLASS_SIZES[i]);
+        assert!(CLASS_SIZES[i] as u64 <= SizeEntry::MAX as u64);
         i += 1;
     }
     t
