@@ -274,7 +274,7 @@ impl TransferStack {
 /// The transfer cache's batch count: written under the class lock, read by statistics
 /// without it.
 #[cfg(feature = "transfer-cache")]
-pub(crate) struct TransferCount(AtomicUsize);
+pub(crate) struct TransferCount(crate::sync::PlainUsize);
 
 /// Without feature `transfer-cache`: no bytes, always 0.
 #[cfg(not(feature = "transfer-cache"))]
@@ -283,7 +283,7 @@ pub(crate) struct TransferCount;
 impl TransferCount {
     const fn new() -> Self {
         #[cfg(feature = "transfer-cache")]
-        return Self(AtomicUsize::new(0));
+        return Self(crate::sync::PlainUsize::new(0));
         #[cfg(not(feature = "transfer-cache"))]
         Self
     }

@@ -196,12 +196,14 @@ unsafe impl<const N: usize> PageSource for StaticRegion<N> {
     type Map = FlatMap<N>;
 
     fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
-        let idx = self
+        // Trimmed once; the first region that fits is handed out (and forgotten).
+        let (idx, run) = self
             .pending
             .iter()
-            .position(|r| trim(*r, align).is_some_and(|t| t.len >= min_bytes))?;
-        let run = self.pending.swap_remove(idx);
-        trim(run, align)
+            .enumerate()
+            .find_map(|(i, r)| Some((i, trim(*r, align).filter(|t| t.len >= min_bytes)?)))?;
+        self.pending.swap_remove(idx);
+        Some(run)
     }
 }
 

@@ -19,6 +19,14 @@ pub trait Platform: Sync {
     /// [`EXCLUSIVE`](Self::EXCLUSIVE) any value is correct; with it, see [`ExclusiveSlots`].
     fn current_cpu(&self) -> usize;
 
+    /// The index for the heap's slow path, asked for when [`current_cpu`](Self::current_cpu)
+    /// named no owned slot (an index of `CPUS - shared` or more, see [`ExclusiveSlots`]): a
+    /// platform that hands owned indices out on first use claims one here, so that
+    /// `current_cpu` can be a single load. The default is `current_cpu()`.
+    fn claim_cpu(&self) -> usize {
+        self.current_cpu()
+    }
+
     /// Whether slots are owned, and how many at the top are shared (try-locked) instead.
     /// `None` (the default): every slot is shared.
     const EXCLUSIVE: Option<ExclusiveSlots> = None;
@@ -74,7 +82,8 @@ impl ExclusiveSlots {
     ///
     /// # Safety
     /// For every heap call, an index below `CPUS - shared` that
-    /// [`current_cpu`](Platform::current_cpu) returns must name a slot that no other context
+    /// [`current_cpu`](Platform::current_cpu) or [`claim_cpu`](Platform::claim_cpu) returns
+    /// must name a slot that no other context
     /// uses during that call, except one that interrupts the caller on the same CPU and
     /// finishes before the caller resumes (an interrupt or signal handler; the slot's own flag
     /// sends such a handler to the central cache). A thread that owns an index, a CPU whose

@@ -3,7 +3,8 @@
 //! The table is computed at compile time. Up to 64 bytes the classes step by 8; above that
 //! every power-of-two range `[2^k, 2^(k+1))` is cut into 8 equal steps, so a request above
 //! 64 bytes never wastes more than 1/8 (12.5%) of the object that serves it. The largest class
-//! is [`MAX_CLASS_SIZE`] (32 KiB); a heap may use a lower small-object limit (see
+//! is [`MAX_CLASS_SIZE`] (64 KiB, or 32 KiB without feature `big-classes`); a heap may use a
+//! lower small-object limit (see
 //! [`crate::Config`]), above which requests are served as whole page spans.
 //!
 //! Alignment is folded into the choice: a request with alignment `a` is served by the
@@ -11,10 +12,26 @@
 //! of their class size from a page-aligned span start, so such an object is `a`-aligned.
 
 /// Number of entries in the class tables. Index 0 means "no class" (a page-level span).
+#[cfg(feature = "big-classes")]
+pub const NUM_CLASSES: usize = 89;
+/// Number of entries in the class tables. Index 0 means "no class" (a page-level span).
+#[cfg(not(feature = "big-classes"))]
 pub const NUM_CLASSES: usize = 81;
 
-/// The largest object size served from a size class.
-pub const MAX_CLASS_SIZE: usize = 32 * 1024;
+/// The largest object size served from a size class: 64 KiB with feature `big-classes`
+/// (default), else 32 KiB.
+pub const MAX_CLASS_SIZE: usize = if cfg!(feature = "big-classes") {
+    64 * 1024
+} else {
+    32 * 1024
+};
+
+/// An entry of the run-time size table: `u16` where every class fits (32 KiB), for half the
+/// flash; `u32` with the 64 KiB class.
+#[cfg(feature = "big-classes")]
+type SizeEntry = u32;
+#[cfg(not(feature = "big-classes"))]
+type SizeEntry = u16;
 
 /// Requests up to this size use the fine-grained (8-byte step) lookup table.
 const SMALL_LOOKUP_LIMIT: usize = 1024;
@@ -22,8 +39,19 @@ const SMALL_LOOKUP_LIMIT: usize = 1024;
 /// Object size of each class; `CLASS_SIZES[0]` is 0 (no class).
 pub const CLASS_SIZES: [u32; NUM_CLASSES] = build_sizes();
 
+/// [`CLASS_SIZES`] as the heap reads it at run time (see [`SizeEntry`]).
+const SIZES: [SizeEntry; NUM_CLASSES] = {
+    let mut t = [0; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        t[i] = CLASS_SIZES[i] as SizeEntry;
+        assert!(CLASS_SIZES[i] as u64 <= SizeEntry::MAX as u64);
+        i += 1;
+    }
+    t
+};
+
 const SMALL_INDEX: [u8; SMALL_LOOKUP_LIMIT / 8 + 1] = build_small_index();
-const LARGE_INDEX: [u8; MAX_CLASS_SIZE / 128 + 1] = build_large_index();
 
 const fn build_sizes() -> [u32; NUM_CLASSES] {
     let mut sizes = [0u32; NUM_CLASSES];
@@ -33,7 +61,7 @@ const fn build_sizes() -> [u32; NUM_CLASSES] {
         sizes[i] = (i * 8) as u32;
         i += 1;
     }
-    // Eight steps in every doubling from 64 up to 32 KiB.
+    // Eight steps in every doubling from 64 up to the largest class.
     let mut base = 64usize;
     while base < MAX_CLASS_SIZE {
         let step = base / 8;
@@ -72,20 +100,10 @@ const fn build_small_index() -> [u8; SMALL_LOOKUP_LIMIT / 8 + 1] {
     t
 }
 
-const fn build_large_index() -> [u8; MAX_CLASS_SIZE / 128 + 1] {
-    let mut t = [0u8; MAX_CLASS_SIZE / 128 + 1];
-    let mut i = 0;
-    while i < t.len() {
-        t[i] = first_class_at_least(i * 128);
-        i += 1;
-    }
-    t
-}
-
 /// Object size of `class`.
 #[inline(always)]
 pub fn class_size(class: usize) -> usize {
-    CLASS_SIZES[class] as usize
+    SIZES[class] as usize
 }
 
 /// Class for a request of `size` bytes with alignment at most 8. `size` must be at most
@@ -96,8 +114,22 @@ pub fn class_of_size(size: usize) -> usize {
     if size <= SMALL_LOOKUP_LIMIT {
         SMALL_INDEX[(size + 7) >> 3] as usize
     } else {
-        LARGE_INDEX[(size + 127) >> 7] as usize
+        class_above_64(size)
     }
+}
+
+/// The class of a request of `64 < size <= MAX_CLASS_SIZE` bytes, computed instead of looked
+/// up (a table by `size / 128` up to 32 KiB was 257 bytes of flash): in the doubling
+/// `[2^k, 2^(k+1))` that holds `size - 1`, classes are 8 steps of `2^(k-3)`, and the 8
+/// classes up to 64 bytes and 8 per doubling from 64 come before them, so the class is
+/// `8 (k - 5) + ceil((size - 2^k) / 2^(k-3))`.
+#[inline]
+fn class_above_64(size: usize) -> usize {
+    debug_assert!(size > 64 && size <= MAX_CLASS_SIZE);
+    let k = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+    // `(size - 1) >> (k - 3)` is 8 plus the steps above `2^k` (rounded down), so this is
+    // `8k - 40 + steps + 1`.
+    8 * k - 47 + ((size - 1) >> (k - 3))
 }
 
 /// Class for a request of `size` bytes aligned to `align` (a power of two), or `None` if the

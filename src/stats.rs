@@ -4,7 +4,8 @@
 //! slower paths (refills, spans, large objects, operations that found their slot taken) use
 //! shared atomics. Reading the statistics sums the slots; it takes no lock.
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::cpu_cache::FreeLists;
+use crate::sync::{AtomicUsize, Ordering, PlainUsize};
 
 /// A snapshot of the heap's statistics. Byte counts of objects are in object (size-class or
 /// page-rounded) sizes, not requested sizes.
@@ -79,23 +80,23 @@ pub struct Stats {
 /// Counters of one slot, written only by the slot's holder (plain load and store, no
 /// read-modify-write) and read by anyone.
 ///
-/// The fast path touches two of them: `allocs` or `frees`, and `cached_bytes`. The bytes a slot
-/// has handed out net of those it took back follow from the slow-path counters:
-/// objects enter a slot by refills and frees and leave it by allocations and flushes, so
-/// `allocated - freed = refill_bytes - flush_bytes - cached_bytes`.
+/// The fast path touches one of them, `allocs`. The rest follow from the slow-path counters
+/// and the lists: objects enter a slot by refills and frees and leave it by allocations and
+/// flushes, so `frees = allocs + flushed + listed - refilled` (in objects), and the bytes the
+/// slot handed out net of those it took back are `refill_bytes - flush_bytes - listed bytes`.
 pub(crate) struct SlotStats {
-    pub(crate) allocs: AtomicUsize,
-    pub(crate) frees: AtomicUsize,
-    pub(crate) refills: AtomicUsize,
-    pub(crate) flushes: AtomicUsize,
-    /// Bytes of objects on the slot's lists.
-    pub(crate) cached_bytes: AtomicUsize,
+    pub(crate) allocs: PlainUsize,
+    pub(crate) refills: PlainUsize,
+    pub(crate) flushes: PlainUsize,
+    /// Objects taken from the central cache, and given back to it.
+    pub(crate) refill_objs: PlainUsize,
+    pub(crate) flush_objs: PlainUsize,
     /// Bytes taken from the central cache.
-    pub(crate) refill_bytes: AtomicUsize,
+    pub(crate) refill_bytes: PlainUsize,
     /// Bytes given back to the central cache.
-    pub(crate) flush_bytes: AtomicUsize,
+    pub(crate) flush_bytes: PlainUsize,
     /// The slot's net in-use bytes as last folded into the heap-wide counter.
-    pub(crate) published: AtomicUsize,
+    pub(crate) published: PlainUsize,
     /// `realloc` calls made on this CPU, and how many stayed in place. Updated with atomic
     /// read-modify-writes (realloc does not hold the slot), on this CPU's own cache line.
     pub(crate) reallocs: AtomicUsize,
@@ -105,33 +106,43 @@ pub(crate) struct SlotStats {
 impl SlotStats {
     pub(crate) const fn new() -> Self {
         Self {
-            allocs: AtomicUsize::new(0),
-            frees: AtomicUsize::new(0),
-            refills: AtomicUsize::new(0),
-            flushes: AtomicUsize::new(0),
-            cached_bytes: AtomicUsize::new(0),
-            refill_bytes: AtomicUsize::new(0),
-            flush_bytes: AtomicUsize::new(0),
-            published: AtomicUsize::new(0),
+            allocs: PlainUsize::new(0),
+            refills: PlainUsize::new(0),
+            flushes: PlainUsize::new(0),
+            refill_objs: PlainUsize::new(0),
+            flush_objs: PlainUsize::new(0),
+            refill_bytes: PlainUsize::new(0),
+            flush_bytes: PlainUsize::new(0),
+            published: PlainUsize::new(0),
             reallocs: AtomicUsize::new(0),
             reallocs_in_place: AtomicUsize::new(0),
         }
     }
 
-    /// Bytes allocated through this slot net of bytes freed through it (two's complement:
-    /// a slot that frees what others allocated goes negative).
-    pub(crate) fn net_in_use(&self) -> usize {
+    /// Bytes allocated through this slot net of bytes freed through it, given the bytes on
+    /// its lists (two's complement: a slot that frees what others allocated goes negative).
+    pub(crate) fn net_in_use(&self, listed_bytes: usize) -> usize {
+        self.moved_bytes().wrapping_sub(listed_bytes)
+    }
+
+    /// Bytes taken from the central cache net of bytes given back.
+    pub(crate) fn moved_bytes(&self) -> usize {
         self.refill_bytes
             .load(Ordering::Relaxed)
             .wrapping_sub(self.flush_bytes.load(Ordering::Relaxed))
-            .wrapping_sub(self.cached_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Frees made through this slot, given the objects on its lists.
+    pub(crate) fn frees(&self, listed: usize) -> usize {
+        let ld = |c: &PlainUsize| c.load(Ordering::Relaxed);
+        (ld(&self.allocs) + ld(&self.flush_objs) + listed).wrapping_sub(ld(&self.refill_objs))
     }
 }
 
 /// Add `n` to a counter that only its owner (the slot holder) writes: a plain load and store,
 /// no read-modify-write.
 #[inline(always)]
-pub(crate) fn add_owned(c: &AtomicUsize, n: usize) {
+pub(crate) fn add_owned(c: &PlainUsize, n: usize) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
@@ -166,6 +177,7 @@ impl SharedStats {
     }
 
     /// Fold a net change of in-use bytes into the shared counter and the peak.
+    #[inline(never)]
     pub(crate) fn sync_in_use(&self, delta: isize) {
         let now = self
             .in_use
@@ -178,7 +190,9 @@ impl SharedStats {
         }
     }
 
-    /// Count an allocation or free made outside a slot.
+    /// Count an allocation or free made outside a slot. (Out of line: four atomic
+    /// read-modify-writes, inlined at five slow-path sites.)
+    #[inline(never)]
     pub(crate) fn record_other(&self, alloc: bool, bytes: usize) {
         if alloc {
             self.other_allocs.fetch_add(1, Ordering::Relaxed);
@@ -194,47 +208,47 @@ impl SharedStats {
 /// Counters of the page heap, readable without its lock.
 pub(crate) struct PageStats {
     /// Pages in all extents.
-    pub(crate) pages: AtomicUsize,
+    pub(crate) pages: PlainUsize,
     /// Free pages in all extents.
-    pub(crate) free_pages: AtomicUsize,
+    pub(crate) free_pages: PlainUsize,
     /// Bytes of metadata (carved pages and metadata pages taken from extents).
-    pub(crate) meta_bytes: AtomicUsize,
+    pub(crate) meta_bytes: PlainUsize,
     /// Bytes obtained from the source.
-    pub(crate) source_bytes: AtomicUsize,
+    pub(crate) source_bytes: PlainUsize,
     /// Calls to the source that returned memory.
-    pub(crate) grows: AtomicUsize,
+    pub(crate) grows: PlainUsize,
     /// Pages handed out as spans.
-    pub(crate) span_pages: AtomicUsize,
+    pub(crate) span_pages: PlainUsize,
     /// Spans handed out / given back.
-    pub(crate) spans_allocated: AtomicUsize,
-    pub(crate) spans_freed: AtomicUsize,
+    pub(crate) spans_allocated: PlainUsize,
+    pub(crate) spans_freed: PlainUsize,
     /// Free pages backed by memory: not known clean (see the module docs).
-    pub(crate) idle_pages: AtomicUsize,
+    pub(crate) idle_pages: PlainUsize,
     /// Bytes given back with `discard` (cumulative), and how many calls that took.
-    pub(crate) discarded_bytes: AtomicUsize,
-    pub(crate) discards: AtomicUsize,
+    pub(crate) discarded_bytes: PlainUsize,
+    pub(crate) discards: PlainUsize,
     /// Bytes of runs given back with `release` (cumulative).
-    pub(crate) released_bytes: AtomicUsize,
+    pub(crate) released_bytes: PlainUsize,
     /// Direct runs held now.
-    pub(crate) direct_runs: AtomicUsize,
+    pub(crate) direct_runs: PlainUsize,
 }
 
 impl PageStats {
     pub(crate) const fn new() -> Self {
         Self {
-            pages: AtomicUsize::new(0),
-            free_pages: AtomicUsize::new(0),
-            meta_bytes: AtomicUsize::new(0),
-            source_bytes: AtomicUsize::new(0),
-            grows: AtomicUsize::new(0),
-            span_pages: AtomicUsize::new(0),
-            spans_allocated: AtomicUsize::new(0),
-            spans_freed: AtomicUsize::new(0),
-            idle_pages: AtomicUsize::new(0),
-            discarded_bytes: AtomicUsize::new(0),
-            discards: AtomicUsize::new(0),
-            released_bytes: AtomicUsize::new(0),
-            direct_runs: AtomicUsize::new(0),
+            pages: PlainUsize::new(0),
+            free_pages: PlainUsize::new(0),
+            meta_bytes: PlainUsize::new(0),
+            source_bytes: PlainUsize::new(0),
+            grows: PlainUsize::new(0),
+            span_pages: PlainUsize::new(0),
+            spans_allocated: PlainUsize::new(0),
+            spans_freed: PlainUsize::new(0),
+            idle_pages: PlainUsize::new(0),
+            discarded_bytes: PlainUsize::new(0),
+            discards: PlainUsize::new(0),
+            released_bytes: PlainUsize::new(0),
+            direct_runs: PlainUsize::new(0),
         }
     }
 }
@@ -243,7 +257,7 @@ impl Stats {
     /// Sum every tier's counters into a snapshot: the slots' own counters, the shared ones,
     /// the central tier's free bytes (spans, transfer caches) and the page heap's counters.
     pub(crate) fn collect<'a>(
-        slots: impl Iterator<Item = &'a SlotStats>,
+        slots: impl Iterator<Item = (&'a SlotStats, &'a FreeLists)>,
         shared: &SharedStats,
         (central_cache_bytes, transfer_cache_bytes): (usize, usize),
         pages: &PageStats,
@@ -251,16 +265,17 @@ impl Stats {
     ) -> Stats {
         let mut s = Stats::default();
         let mut in_use = shared.in_use.load(Ordering::Relaxed);
-        for st in slots {
+        for (st, lists) in slots {
+            let (listed, listed_bytes) = lists.contents();
             s.allocs += st.allocs.load(Ordering::Relaxed);
-            s.frees += st.frees.load(Ordering::Relaxed);
+            s.frees += st.frees(listed);
             s.refills += st.refills.load(Ordering::Relaxed);
             s.flushes += st.flushes.load(Ordering::Relaxed);
-            s.cpu_cache_bytes += st.cached_bytes.load(Ordering::Relaxed);
+            s.cpu_cache_bytes += listed_bytes;
             s.reallocs += st.reallocs.load(Ordering::Relaxed);
             s.reallocs_in_place += st.reallocs_in_place.load(Ordering::Relaxed);
             in_use = in_use
-                .wrapping_add(st.net_in_use())
+                .wrapping_add(st.net_in_use(listed_bytes))
                 .wrapping_sub(st.published.load(Ordering::Relaxed));
         }
         s.in_use_bytes = in_use;
@@ -278,7 +293,7 @@ impl Stats {
         s.failed_allocs = shared.failed.load(Ordering::Relaxed);
         s.central_cache_bytes = central_cache_bytes;
         s.transfer_cache_bytes = transfer_cache_bytes;
-        let pages_bytes = |c: &AtomicUsize| c.load(Ordering::Relaxed) << page_shift;
+        let pages_bytes = |c: &PlainUsize| c.load(Ordering::Relaxed) << page_shift;
         s.span_bytes = pages_bytes(&pages.span_pages);
         s.page_heap_free_bytes = pages_bytes(&pages.free_pages);
         s.page_heap_idle_bytes = pages_bytes(&pages.idle_pages);

@@ -5,6 +5,29 @@
 
 pub(crate) use portable_atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
+/// Atomics that are only ever loaded and stored, never read-modify-written: `core`'s own
+/// types, which every target this crate supports has natively, thumbv6m included. (There
+/// `portable-atomic` wraps even a load in a critical section, since its emulated
+/// read-modify-writes must exclude other cores' stores.) The fast paths' counters and free
+/// lists use them; only one context writes each.
+pub(crate) use core::sync::atomic::{
+    AtomicI16 as PlainI16, AtomicU16 as PlainU16, AtomicUsize as PlainUsize,
+};
+
+/// `core`'s view of a `portable-atomic` flag, for the loads and stores of the one context
+/// that writes it: native on every target, where `portable-atomic`'s emulation (thumbv6m)
+/// would wrap each in a critical section.
+#[inline(always)]
+fn plain(flag: &AtomicBool) -> &core::sync::atomic::AtomicBool {
+    // SAFETY: `as_ptr` points at the flag's byte, valid and aligned (a `bool` has alignment
+    // 1) for as long as `flag` is borrowed. Every access to it is atomic: `core`'s native
+    // loads and stores, or `portable-atomic`'s operations, which are `core`'s on targets with
+    // them and otherwise run inside a critical section. A native load never tears such an
+    // operation; the only native stores are those of a flag's single writer (see
+    // `SlotLock`), on a flag that no emulated read-modify-write touches.
+    unsafe { core::sync::atomic::AtomicBool::from_ptr(flag.as_ptr()) }
+}
+
 /// The default lock of the central cache and the page heap: a spin lock from `spin`.
 pub type DefaultRawMutex = spin::mutex::SpinMutex<()>;
 
@@ -94,6 +117,8 @@ unsafe impl lock_api::RawMutex for CriticalSectionRawMutex {
         true
     }
 
+    // Out of line: a guard's drop at each of a dozen lock sites inlined it, 30 bytes each.
+    #[inline(never)]
     unsafe fn unlock(&self) {
         // The caller holds the lock, so the section is entered and the cells are ours.
         self.locked.set(false);
@@ -141,29 +166,44 @@ impl SlotLock {
     /// that re-entered the heap) or a remote operation is.
     #[inline(always)]
     pub(crate) fn enter_owned(&self) -> bool {
+        match self.try_enter_owned() {
+            Ok(()) => true,
+            Err(b) => {
+                self.back_off(b);
+                false
+            }
+        }
+    }
+
+    /// [`enter_owned`](Self::enter_owned) without its undo: on `Err`, the caller must pass
+    /// the [`BackOff`] to [`back_off`](Self::back_off) before anything else touches the slot.
+    /// (The fast paths do that in a tail-called slow path, so that they make no call that
+    /// returns.)
+    #[inline(always)]
+    pub(crate) fn try_enter_owned(&self) -> Result<(), BackOff> {
         // Whether this context interrupted itself inside the slot. The flag is set before
         // it is tested, so one branch serves both tests: a re-entering handler stores the
         // `true` that is already there, and must not clear it when it backs off.
-        let inside = self.busy.load(Ordering::Relaxed);
-        self.busy.store(true, Ordering::Relaxed);
+        let busy = plain(&self.busy);
+        let inside = busy.load(Ordering::Relaxed);
+        busy.store(true, Ordering::Relaxed);
         // Keeps the compiler from moving the load of `remote` above the store of `busy`; the
         // processor's reordering is ruled out by the remote side's heavy barrier.
         #[cfg(not(loom))]
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if inside | self.remote.load(Ordering::Acquire) {
-            return self.back_off(inside);
+        if inside | plain(&self.remote).load(Ordering::Acquire) {
+            return Err(BackOff { inside });
         }
-        true
+        Ok(())
     }
 
     /// The owner found the slot in use: undo its store of `busy` unless it was already set
     /// (by the context this one interrupted).
     #[cold]
-    fn back_off(&self, inside: bool) -> bool {
-        if !inside {
-            self.busy.store(false, Ordering::Release);
+    pub(crate) fn back_off(&self, b: BackOff) {
+        if !b.inside {
+            plain(&self.busy).store(false, Ordering::Release);
         }
-        false
     }
 
     /// Take a shared slot (a try-lock).
@@ -174,9 +214,15 @@ impl SlotLock {
         !self.busy.swap(true, Ordering::Acquire)
     }
 
-    /// Leave after [`enter_owned`](Self::enter_owned) or [`enter_shared`](Self::enter_shared).
+    /// Leave after [`enter_owned`](Self::enter_owned).
     #[inline(always)]
-    pub(crate) fn leave(&self) {
+    pub(crate) fn leave_owned(&self) {
+        plain(&self.busy).store(false, Ordering::Release);
+    }
+
+    /// Leave after [`enter_shared`](Self::enter_shared).
+    #[inline(always)]
+    pub(crate) fn leave_shared(&self) {
         self.busy.store(false, Ordering::Release);
     }
 
@@ -219,6 +265,13 @@ impl SlotLock {
     pub(crate) fn leave_remote(&self) {
         self.remote.store(false, Ordering::Release);
     }
+}
+
+/// What an owner that failed to enter must undo (see [`SlotLock::try_enter_owned`]).
+#[must_use]
+pub(crate) struct BackOff {
+    /// Whether `busy` was already set (by the context this one interrupted).
+    inside: bool,
 }
 
 /// Pads and aligns a value to its own cache line on 64-bit targets (no padding on small

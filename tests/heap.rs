@@ -326,10 +326,11 @@ fn statistics_follow_the_operations() {
     let before = h.stats();
     assert_eq!(before, cpuheap::Stats::default());
     let a = unsafe { h.alloc(layout(100, 8)) }; // 104-byte class
-    let b = unsafe { h.alloc(layout(50_000, 8)) }; // 13 pages
+                                                // Above the largest class (64 KiB, 32 KiB without `big-classes`): 25 pages.
+    let b = unsafe { h.alloc(layout(100_000, 8)) };
     let s = h.stats();
     assert_eq!(s.allocs, 2);
-    assert_eq!(s.in_use_bytes, 104 + 13 * 4096);
+    assert_eq!(s.in_use_bytes, 104 + 25 * 4096);
     assert_eq!(s.peak_in_use_bytes, s.in_use_bytes);
     assert_eq!(s.large_allocs, 1);
     assert_eq!(s.source_grows, 1);
@@ -339,10 +340,10 @@ fn statistics_follow_the_operations() {
         s.source_bytes,
         "every byte from the source is in a span, free, or metadata: {s:?}"
     );
-    unsafe { h.dealloc(b, layout(50_000, 8)) };
+    unsafe { h.dealloc(b, layout(100_000, 8)) };
     let s = h.stats();
     assert_eq!(s.in_use_bytes, 104);
-    assert_eq!(s.peak_in_use_bytes, 104 + 13 * 4096);
+    assert_eq!(s.peak_in_use_bytes, 104 + 25 * 4096);
     assert_eq!(s.frees, 1);
     unsafe { h.dealloc(a, layout(100, 8)) };
     let s = h.stats();

@@ -59,9 +59,9 @@ fn loom_models_mirror_the_source() {
     // The owned-slot protocol (`owned` below): the owner's store, fence and load, the
     // remote side's claim and check.
     assert!(
-        sync.contains("self.busy.store(true, Ordering::Relaxed);")
+        sync.contains("busy.store(true, Ordering::Relaxed);")
             && sync.contains("compiler_fence(Ordering::SeqCst)")
-            && sync.contains("if inside | self.remote.load(Ordering::Acquire) {")
+            && sync.contains("if inside | plain(&self.remote).load(Ordering::Acquire) {")
             && sync.contains("if self.busy.load(Ordering::Acquire) {"),
         "SlotLock owned/remote protocol changed: update tests/loom_protocol.rs (owned)"
     );

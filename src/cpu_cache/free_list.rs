@@ -1,123 +1,231 @@
-//! One size class's free list inside a CPU slot: a singly linked stack through the objects'
-//! first words, with its slow-start length limit. An all-zero list is an empty one with the
-//! starting limit, so a heap in a `static` is zero bytes (`.bss`).
+//! The free lists of one CPU slot: for each size class a singly linked stack through the
+//! objects' first words, its length limit, and the room left under the limit.
+//!
+//! The layout is chosen for the fast paths, which index by class:
+//! - the heads are an array of pointers, so a pop is one indexed load of the head, one of its
+//!   link and one store;
+//! - a push needs no length and no limit: it decrements the class's *room* (limit less length)
+//!   and sends a batch back when the room goes negative, one read-modify-write of a 16-bit word
+//!   and a sign test. A pop increments it.
+//!
+//! Length and limit follow from the room and the limit (`len = limit - room`). Both are atomics
+//! that only the context inside the slot writes (a load and a store, never a read-modify-write,
+//! see [`add_owned`](crate::stats::add_owned)), so statistics can read them without entering
+//! the slot. The slot's *capacity*, the bytes its limits allow (`sum of limit × class size`),
+//! changes only when a limit does, off the fast path; it is what the slot's byte budget bounds.
+//!
+//! An all-zero `FreeLists` is empty with every limit 0, so a heap in a `static` is zero bytes
+//! (`.bss`). A list whose limit is 0 sends its first free back at once, and that flush raises
+//! the limit (slow start); a refill raises it too.
 
+use core::cell::UnsafeCell;
 use core::ptr;
 
 use crate::central_cache::Chain;
+use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::FreeObj;
+use crate::sync::{Ordering, PlainI16, PlainU16, PlainUsize};
 
-/// One class's free list in a slot.
-#[derive(Clone, Copy)]
-pub(crate) struct FreeList {
-    pub(crate) head: *mut FreeObj,
-    pub(crate) len: u16,
-    /// The length limit less one (so that 0 is the starting limit, one object). A free that
-    /// takes the list past the limit sends a batch back; the limit grows on each refill (slow
-    /// start). See [`max_len`](Self::max_len).
-    limit_less_one: u16,
+/// Longest list limit a slot keeps (the room is an `i16`: `limit - len` stays within it
+/// because a list never holds more than its limit plus one).
+pub(crate) const MAX_LIMIT: usize = i16::MAX as usize;
+
+/// The free lists of one slot.
+#[repr(C)]
+pub(crate) struct FreeLists {
+    /// First free object of each class (null: empty). Only the context inside the slot
+    /// touches them.
+    heads: UnsafeCell<[*mut FreeObj; NUM_CLASSES]>,
+    /// Each class's limit less its length: negative when a push took the list past its limit.
+    room: [PlainI16; NUM_CLASSES],
+    /// Each class's length limit.
+    limit: [PlainU16; NUM_CLASSES],
+    /// Bytes the limits allow: the sum over classes of limit × class size.
+    pub(crate) capacity: PlainUsize,
 }
 
-impl FreeList {
-    pub(crate) const EMPTY: FreeList = FreeList {
-        head: ptr::null_mut(),
-        len: 0,
-        limit_less_one: 0,
-    };
+// SAFETY: `heads` is only accessed by the context inside the slot (every method that touches
+// it is `unsafe` with that requirement); the other fields are atomics.
+unsafe impl Sync for FreeLists {}
 
-    /// Length above which a free sends a batch back (at least 1).
-    #[inline]
-    pub(crate) fn max_len(&self) -> usize {
-        self.limit_less_one as usize + 1
+/// Add `d` to an owner-written 16-bit counter: a load and a store.
+#[inline(always)]
+fn add_i16(c: &PlainI16, d: i16) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(d), Ordering::Relaxed);
+}
+
+impl FreeLists {
+    pub(crate) const fn new() -> Self {
+        Self {
+            heads: UnsafeCell::new([ptr::null_mut(); NUM_CLASSES]),
+            room: [const { PlainI16::new(0) }; NUM_CLASSES],
+            limit: [const { PlainU16::new(0) }; NUM_CLASSES],
+            capacity: PlainUsize::new(0),
+        }
     }
 
-    /// Set the length limit: `max` clamped to 1..=65536.
-    #[inline]
-    pub(crate) fn set_max_len(&mut self, max: usize) {
-        self.limit_less_one = (max.clamp(1, u16::MAX as usize + 1) - 1) as u16;
-    }
-
-    /// Pop the first object, or null.
+    /// The heads.
     ///
     /// # Safety
-    /// The caller must hold the slot's lock.
+    /// The caller must be inside the slot, and not hold another reference from here.
     #[inline(always)]
-    pub(crate) unsafe fn pop(&mut self) -> *mut FreeObj {
-        let obj = self.head;
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn heads(&self) -> &mut [*mut FreeObj; NUM_CLASSES] {
+        // SAFETY: the caller is the only context inside the slot and holds no other
+        // reference to the heads.
+        unsafe { &mut *self.heads.get() }
+    }
+
+    /// The first object of `class`'s list (null if it is empty).
+    ///
+    /// # Safety
+    /// The caller must be inside the slot.
+    #[inline(always)]
+    pub(crate) unsafe fn head(&self, class: usize) -> *mut FreeObj {
+        // SAFETY: the caller is inside the slot.
+        unsafe { self.heads()[class] }
+    }
+
+    /// Length of `class`'s list. Exact inside the slot; from outside, a recent value.
+    #[inline]
+    pub(crate) fn len(&self, class: usize) -> usize {
+        let limit = self.limit[class].load(Ordering::Relaxed) as isize;
+        let room = self.room[class].load(Ordering::Relaxed) as isize;
+        (limit - room).max(0) as usize
+    }
+
+    /// Length limit of `class`'s list: a free that takes the list past it sends a batch back.
+    #[inline]
+    pub(crate) fn max_len(&self, class: usize) -> usize {
+        self.limit[class].load(Ordering::Relaxed) as usize
+    }
+
+    /// Bytes the limits allow (see the module docs). Exact inside the slot.
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Objects on the lists and their bytes: a sum over every class. Exact inside the slot;
+    /// from outside, a recent value of each list.
+    pub(crate) fn contents(&self) -> (usize, usize) {
+        (1..NUM_CLASSES).fold((0, 0), |(n, b), c| {
+            let len = self.len(c);
+            (n + len, b + len * class_size(c))
+        })
+    }
+
+    /// Set `class`'s limit to `max` (clamped to `MAX_LIMIT`), keeping the length: the room
+    /// and the capacity follow.
+    ///
+    /// # Safety
+    /// The caller must be inside the slot.
+    pub(crate) unsafe fn set_max_len(&self, class: usize, max: usize) {
+        let old = self.max_len(class);
+        let new = max.min(MAX_LIMIT);
+        self.limit[class].store(new as u16, Ordering::Relaxed);
+        // |new - old| <= MAX_LIMIT, and the room stays within `-1..=new` plus what it was
+        // below the old limit.
+        add_i16(&self.room[class], (new as i16).wrapping_sub(old as i16));
+        let cap = self
+            .capacity()
+            .wrapping_add((new.wrapping_sub(old)).wrapping_mul(class_size(class)));
+        self.capacity.store(cap, Ordering::Relaxed);
+    }
+
+    /// After a refill: raise the limit by one up to a batch, then by a batch up to `cap`.
+    ///
+    /// # Safety
+    /// The caller must be inside the slot.
+    pub(crate) unsafe fn grow_limit(&self, class: usize, batch: usize, cap: usize) {
+        let max = self.max_len(class);
+        let next = if max < batch { max + 1 } else { max + batch };
+        // SAFETY: the caller is inside the slot.
+        unsafe { self.set_max_len(class, next.min(cap).max(max)) };
+    }
+
+    /// Pop the first object of `class`, or null.
+    ///
+    /// # Safety
+    /// The caller must be inside the slot.
+    #[inline(always)]
+    pub(crate) unsafe fn pop(&self, class: usize) -> *mut FreeObj {
+        // SAFETY: the caller is inside the slot.
+        let heads = unsafe { self.heads() };
+        let obj = heads[class];
         if !obj.is_null() {
             // SAFETY: listed objects are free and hold their link.
-            self.head = unsafe { (*obj).next };
-            self.len -= 1;
+            heads[class] = unsafe { (*obj).next };
+            add_i16(&self.room[class], 1);
         }
         obj
     }
 
-    /// Push a free object. Returns whether the list is now longer than its limit (the
-    /// caller then sends a batch back).
+    /// Push a free object of `class`. Returns whether the list is now longer than its limit
+    /// (the caller then sends a batch back).
     ///
     /// # Safety
-    /// The caller must hold the slot's lock and own the free object.
+    /// The caller must be inside the slot and own the free object.
     #[inline(always)]
-    pub(crate) unsafe fn push(&mut self, obj: *mut FreeObj) -> bool {
+    pub(crate) unsafe fn push(&self, class: usize, obj: *mut FreeObj) -> bool {
+        // SAFETY: the caller is inside the slot.
+        let heads = unsafe { self.heads() };
         // SAFETY: the caller owns the object; its first word becomes the link.
-        unsafe { (*obj).next = self.head };
-        self.head = obj;
-        // `len + 1 > limit_less_one + 1`, decided on the length before the push.
-        let over = self.len > self.limit_less_one;
-        self.len += 1;
-        over
+        unsafe { (*obj).next = heads[class] };
+        heads[class] = obj;
+        let room = self.room[class].load(Ordering::Relaxed).wrapping_sub(1);
+        self.room[class].store(room, Ordering::Relaxed);
+        room < 0
     }
 
-    /// Detach up to `n` objects from the front as a chain.
+    /// Detach up to `n` objects from the front of `class`'s list as a chain.
     ///
     /// # Safety
-    /// The caller must hold the slot's lock.
-    pub(crate) unsafe fn pop_chain(&mut self, n: usize) -> Chain {
+    /// The caller must be inside the slot.
+    pub(crate) unsafe fn pop_chain(&self, class: usize, n: usize) -> Chain {
         let mut chain = Chain::EMPTY;
-        let n = n.min(self.len as usize);
+        let n = n.min(self.len(class));
         if n == 0 {
             return chain;
         }
-        chain.head = self.head;
-        let mut tail = self.head;
+        // SAFETY: the caller is inside the slot.
+        let heads = unsafe { self.heads() };
+        chain.head = heads[class];
+        let mut tail = chain.head;
         for _ in 1..n {
             // SAFETY: the list has at least `n` linked objects.
             tail = unsafe { (*tail).next };
         }
         // SAFETY: `tail` is the n-th object; cut the list after it.
         unsafe {
-            self.head = (*tail).next;
+            heads[class] = (*tail).next;
             (*tail).next = ptr::null_mut();
         }
         chain.tail = tail;
         chain.len = n;
-        self.len -= n as u16;
+        add_i16(&self.room[class], n as i16);
         chain
     }
 
-    /// Prepend a null-terminated chain. Its tail may be left null (untracked) when the list
-    /// is empty.
+    /// Prepend a null-terminated chain to `class`'s list. Its tail may be left null
+    /// (untracked) when the list is empty.
     ///
     /// # Safety
-    /// The caller must hold the slot's lock and own the chain's objects.
-    pub(crate) unsafe fn push_chain(&mut self, chain: Chain) {
+    /// The caller must be inside the slot and own the chain's objects, and the list must stay
+    /// within its limit plus one (`MAX_LIMIT` bounds both).
+    pub(crate) unsafe fn push_chain(&self, class: usize, chain: Chain) {
         if chain.len == 0 {
             return;
         }
-        if !self.head.is_null() {
+        // SAFETY: the caller is inside the slot.
+        let heads = unsafe { self.heads() };
+        if !heads[class].is_null() {
             // SAFETY: the list is not empty, so the chain's tail is tracked: a free object
             // the caller owns.
-            unsafe { (*chain.tail).next = self.head };
+            unsafe { (*chain.tail).next = heads[class] };
         }
-        self.head = chain.head;
-        self.len += chain.len as u16;
-    }
-
-    /// After a refill: raise the limit by one up to a batch, then by a batch up to `cap`.
-    pub(crate) fn grow_limit(&mut self, batch: usize, cap: usize) {
-        let max = self.max_len();
-        let next = if max < batch { max + 1 } else { max + batch };
-        self.set_max_len(next.min(cap));
+        heads[class] = chain.head;
+        add_i16(&self.room[class], (chain.len as i16).wrapping_neg());
     }
 }
 
@@ -126,60 +234,86 @@ mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
+
+    const C: usize = 3;
+
     #[test]
     fn list_push_pop_and_chains() {
         let mut objs: Vec<[usize; 2]> = std::vec![[0; 2]; 10];
         let ptrs: Vec<*mut FreeObj> = objs.iter_mut().map(|o| o.as_mut_ptr().cast()).collect();
-        let mut l = FreeList::EMPTY;
-        // SAFETY: the objects are distinct two-word buffers owned by the test.
+        let l = FreeLists::new();
+        // SAFETY: the test is the slot's only context; the objects are distinct two-word
+        // buffers owned by the test.
         unsafe {
+            l.set_max_len(C, 1);
             for (i, &p) in ptrs.iter().enumerate() {
-                // The starting limit is one object: every push past the first is over it.
-                assert_eq!(l.push(p), i >= 1);
+                // A limit of one object: every push past the first is over it.
+                assert_eq!(l.push(C, p), i >= 1);
             }
-            assert_eq!(l.len, 10);
-            let c = l.pop_chain(4);
-            assert_eq!((c.len, l.len), (4, 6));
+            assert_eq!(l.len(C), 10);
+            let c = l.pop_chain(C, 4);
+            assert_eq!((c.len, l.len(C)), (4, 6));
             assert_eq!(c.head, ptrs[9]);
             assert_eq!(c.tail, ptrs[6]);
             assert!((*c.tail).next.is_null());
-            assert_eq!(l.pop(), ptrs[5]);
-            l.push_chain(c);
-            assert_eq!(l.len, 9);
-            assert_eq!(l.pop(), ptrs[9]);
-            let all = l.pop_chain(100);
+            assert_eq!(l.pop(C), ptrs[5]);
+            l.push_chain(C, c);
+            assert_eq!(l.len(C), 9);
+            assert_eq!(l.pop(C), ptrs[9]);
+            let all = l.pop_chain(C, 100);
             assert_eq!(all.len, 8);
-            assert!(l.pop().is_null());
+            assert!(l.pop(C).is_null());
+            assert_eq!(l.len(C), 0);
         }
     }
 
     #[test]
     fn slow_start_grows_to_the_cap() {
-        let mut l = FreeList::EMPTY;
+        let l = FreeLists::new();
         let mut seen = Vec::new();
         for _ in 0..8 {
-            l.grow_limit(4, 12);
-            seen.push(l.max_len());
+            // SAFETY: the test is the slot's only context.
+            unsafe { l.grow_limit(C, 4, 12) };
+            seen.push(l.max_len(C));
         }
-        assert_eq!(seen, [2, 3, 4, 8, 12, 12, 12, 12]);
+        assert_eq!(seen, [1, 2, 3, 4, 8, 12, 12, 12]);
+        assert_eq!(l.capacity(), 12 * class_size(C));
     }
 
     #[test]
     fn the_limit_decides_on_the_push_that_passes_it() {
         let mut objs: Vec<[usize; 2]> = std::vec![[0; 2]; 4];
-        let mut l = FreeList::EMPTY;
-        assert_eq!(l.max_len(), 1, "an all-zero list starts at one object");
-        l.set_max_len(3);
-        assert_eq!(l.max_len(), 3);
+        let l = FreeLists::new();
+        assert_eq!(l.max_len(C), 0, "an all-zero list starts at a limit of 0");
+        let mut first: [usize; 2] = [0; 2];
+        // SAFETY: the test is the slot's only context; the buffers are the test's.
+        unsafe {
+            assert!(
+                l.push(C, first.as_mut_ptr().cast()),
+                "limit 0: over at once"
+            );
+            assert_eq!(l.pop_chain(C, 1).len, 1);
+            l.set_max_len(C, 3);
+        }
+        assert_eq!(l.max_len(C), 3);
         let over: Vec<bool> = objs
             .iter_mut()
             // SAFETY: distinct two-word buffers owned by the test.
-            .map(|o| unsafe { l.push(o.as_mut_ptr().cast()) })
+            .map(|o| unsafe { l.push(C, o.as_mut_ptr().cast()) })
             .collect();
         assert_eq!(over, [false, false, false, true]);
-        l.set_max_len(0);
-        assert_eq!(l.max_len(), 1, "clamped to one");
-        l.set_max_len(1 << 20);
-        assert_eq!(l.max_len(), 65536, "clamped to the field");
+        // SAFETY: as above.
+        unsafe { l.set_max_len(C, 1) };
+        assert_eq!(
+            (l.max_len(C), l.len(C)),
+            (1, 4),
+            "lowering keeps the length"
+        );
+        assert_eq!(l.capacity(), class_size(C));
+        // SAFETY: as above.
+        unsafe { l.set_max_len(C, 1 << 20) };
+        assert_eq!(l.max_len(C), MAX_LIMIT, "clamped");
+        assert_eq!(l.len(C), 4);
+        assert_eq!(l.contents(), (4, 4 * class_size(C)));
     }
 }

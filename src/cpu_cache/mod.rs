@@ -21,8 +21,9 @@
 //! start), so a class that is used rarely keeps little memory parked here. A slot whose cached
 //! bytes exceed its budget sends objects back.
 //!
-//! When the tier below has nothing left, the fast paths return null and leave the decision
-//! (drain every slot and try once more, or give up) to the heap.
+//! When the tier below has nothing left, the allocation drains every slot (this tier's and,
+//! through the central cache, the transfer caches and span reserves) and tries once more
+//! before it returns null, so memory parked in caches never causes a false out-of-memory.
 
 mod free_list;
 mod slot;
@@ -38,8 +39,10 @@ use crate::platform::{Fault, FaultKind, Platform};
 use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::stats::{add_owned, SharedStats};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, BackOff, Ordering};
+use free_list::MAX_LIMIT;
 
+pub(crate) use self::free_list::FreeLists;
 pub(crate) use self::slot::{CpuSlot, SlotGuard};
 
 /// Tier 1: `CPUS` slots over the central cache, which this tier owns, and the platform that
@@ -129,20 +132,75 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     }
 
     // ----- fast paths -------------------------------------------------------------------
+    //
+    // Each fast path is the slot entry, the list operation and a return; everything else (a
+    // refill, a flush, an index the platform must claim, a taken slot) is a tail call, so the
+    // compiled `alloc` and `dealloc` need no stack frame of their own.
 
-    /// An object of `class` for CPU `cpu`, or null if the tiers below are out of memory.
+    /// An object of `class` for CPU `cpu`, or null if memory is exhausted (after every slot
+    /// was drained and the allocation tried once more, so that memory parked in caches never
+    /// causes a false out-of-memory).
     #[inline(always)]
     pub(crate) fn alloc(&self, cpu: usize, class: usize) -> *mut u8 {
-        if let Some(g) = self.enter(cpu) {
-            // SAFETY: we hold the slot.
-            let obj = unsafe { g.cache().lists[class].pop() };
-            if !obj.is_null() {
-                count_op(&g, class_size(class), true);
-                return obj.cast();
-            }
-            return self.refill(g, class);
+        if P::EXCLUSIVE.is_none() {
+            return match self.slot(cpu).try_lock() {
+                Some(g) => self.alloc_in(g, class),
+                None => self.alloc_fallback(class),
+            };
         }
+        if cpu < Self::OWNED {
+            // SAFETY: the platform promises (`ExclusiveSlots::new`) that an index below
+            // `OWNED` names a slot only this context uses during this call.
+            return match unsafe { self.slots[cpu].try_enter_owned() } {
+                Ok(g) => self.alloc_in(g, class),
+                Err(b) => self.alloc_backed_off(cpu, class, b),
+            };
+        }
+        self.alloc_slow(cpu, class)
+    }
+
+    /// The owner found its slot in use (it interrupted itself there, or a remote operation is
+    /// inside): undo the entry and go to the central cache.
+    #[cold]
+    #[inline(never)]
+    fn alloc_backed_off(&self, cpu: usize, class: usize, b: BackOff) -> *mut u8 {
+        self.slots[cpu].lock.back_off(b);
         self.alloc_fallback(class)
+    }
+
+    /// Pop an object of `class` inside the slot, or refill.
+    #[inline(always)]
+    fn alloc_in(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
+        // SAFETY: we are inside the slot.
+        let obj = unsafe { g.lists().pop(class) };
+        if !obj.is_null() {
+            add_owned(&g.slot.stats.allocs, 1);
+            return obj.cast();
+        }
+        self.refill(g, class)
+    }
+
+    /// `alloc` on a platform with owned slots, for an index that named none (the platform may
+    /// have to claim one) or a slot already in use (a re-entering handler).
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, cpu: usize, class: usize) -> *mut u8 {
+        let cpu = self.claimed(cpu);
+        match self.enter(cpu) {
+            Some(g) => self.alloc_in(g, class),
+            None => self.alloc_fallback(class),
+        }
+    }
+
+    /// The index to use on a slow path, given the one the fast path read: the platform's
+    /// claimed index if that one named no owned slot.
+    #[inline]
+    fn claimed(&self, cpu: usize) -> usize {
+        if cpu < Self::OWNED {
+            cpu
+        } else {
+            self.platform.claim_cpu()
+        }
     }
 
     /// Take back a free object of `class` on CPU `cpu`.
@@ -151,24 +209,73 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// `obj` must be an object of `class` handed out by this heap and no longer in use.
     #[inline(always)]
     pub(crate) unsafe fn free(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
-        if let Some(g) = self.enter(cpu) {
-            let list = &mut g.cache().lists[class];
-            // The cheapest misuse check, in every build: the object freed just before is
-            // freed again (glibc's tcache catches the same). Reported outside the slot.
-            if list.head == obj {
-                drop(g);
-                self.double_free(obj);
-            }
-            // SAFETY: we hold the slot; the object is free and of this class.
-            let over = unsafe { list.push(obj) };
-            count_op(&g, class_size(class), false);
-            if over {
-                self.flush(g, class);
-            }
-            return;
+        if P::EXCLUSIVE.is_none() {
+            return match self.slot(cpu).try_lock() {
+                // SAFETY: the caller's guarantee.
+                Some(g) => unsafe { self.free_in(g, obj, class) },
+                // SAFETY: the caller's guarantee.
+                None => unsafe { self.free_fallback(obj, class) },
+            };
+        }
+        if cpu < Self::OWNED {
+            // SAFETY: as in `alloc`.
+            return match unsafe { self.slots[cpu].try_enter_owned() } {
+                // SAFETY: the caller's guarantee.
+                Ok(g) => unsafe { self.free_in(g, obj, class) },
+                // SAFETY: the caller's guarantee.
+                Err(b) => unsafe { self.free_backed_off(cpu, obj, class, b) },
+            };
         }
         // SAFETY: the caller's guarantee.
+        unsafe { self.free_slow(cpu, obj, class) }
+    }
+
+    /// As [`alloc_backed_off`](Self::alloc_backed_off), for `free`.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_backed_off(&self, cpu: usize, obj: *mut FreeObj, class: usize, b: BackOff) {
+        self.slots[cpu].lock.back_off(b);
+        // SAFETY: the caller's guarantee.
         unsafe { self.free_fallback(obj, class) }
+    }
+
+    /// Push a free object of `class` inside the slot, and flush if the list is too long.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(always)]
+    unsafe fn free_in(&self, g: SlotGuard<'_>, obj: *mut FreeObj, class: usize) {
+        let lists = g.lists();
+        // The cheapest misuse check, in every build: the object freed just before is freed
+        // again (glibc's tcache catches the same). Reported outside the slot.
+        // SAFETY: we are inside the slot.
+        if unsafe { lists.head(class) } == obj {
+            drop(g);
+            self.double_free(obj);
+        }
+        // SAFETY: we are inside the slot; the object is free and of this class.
+        if unsafe { lists.push(class, obj) } {
+            self.flush(g, class);
+        }
+    }
+
+    /// `free` on a platform with owned slots, as [`alloc_slow`](Self::alloc_slow).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, cpu: usize, obj: *mut FreeObj, class: usize) {
+        let cpu = self.claimed(cpu);
+        match self.enter(cpu) {
+            // SAFETY: the caller's guarantee.
+            Some(g) => unsafe { self.free_in(g, obj, class) },
+            // SAFETY: the caller's guarantee.
+            None => unsafe { self.free_fallback(obj, class) },
+        }
     }
 
     /// The fault of an object freed twice in a row.
@@ -181,37 +288,64 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     // ----- refill and flush -------------------------------------------------------------
 
     /// The slot's list for `class` is empty: take a batch from the central cache.
+    #[cold]
     #[inline(never)]
     fn refill(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
         // The guard is taken by value so that the fast path need not spill it to the stack.
-        let g = &g;
+        let p = self.refill_batch(&g, class);
+        if p.is_null() {
+            drop(g);
+            return self.alloc_after_drain(class);
+        }
+        p
+    }
+
+    /// The tiers below found no memory for `class`: drain every CPU slot and try once more.
+    #[cold]
+    fn alloc_after_drain(&self, class: usize) -> *mut u8 {
+        self.drain_all();
+        // The drain emptied this context's slot too (if it could enter it), so there is
+        // nothing to pop: refill.
+        let p = match self.enter(self.claimed(self.platform.current_cpu())) {
+            Some(g) => self.refill_batch(&g, class),
+            None => self.take_one(class),
+        };
+        if p.is_null() {
+            self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    /// Refill the slot's empty list for `class` and return its first object, or null if the
+    /// central cache has none.
+    fn refill_batch(&self, g: &SlotGuard<'_>, class: usize) -> *mut u8 {
+        let lists = g.lists();
         let batch = self.central.batch(class);
-        let want = g.cache().lists[class].max_len().clamp(1, batch);
+        let want = lists.max_len(class).clamp(1, batch);
         self.sweep_vacated();
         let mut chain = self.central.remove_batch(class, want);
         if chain.len == 0 {
             return ptr::null_mut();
         }
-        let size = class_size(class);
         let st = &g.slot.stats;
         add_owned(&st.refills, 1);
-        add_owned(&st.refill_bytes, chain.len * size);
-        add_owned(&st.cached_bytes, chain.len * size);
-        let cap = self.list_cap(class, batch);
-        let list = &mut g.cache().lists[class];
-        list.grow_limit(batch, cap);
+        add_owned(&st.refill_objs, chain.len);
+        add_owned(&st.refill_bytes, chain.len * class_size(class));
+        add_owned(&st.allocs, 1);
         let obj = chain.head;
-        // SAFETY: the chain's objects are free and ours; the first one goes to the caller.
+        // SAFETY: we are inside the slot. The chain's objects are free and ours; the first
+        // goes to the caller, the rest (fewer than `want`, at most the old limit) onto the
+        // empty list, whose limit only grows.
         unsafe {
+            lists.grow_limit(class, batch, self.list_cap(class, batch));
             chain.head = (*obj).next;
             chain.len -= 1;
-            list.push_chain(chain);
+            lists.push_chain(class, chain);
         }
-        count_op(g, size, true);
-        self.publish(g);
-        if st.cached_bytes.load(Ordering::Relaxed) > self.budget.get() {
+        if lists.capacity() > self.budget.get() {
             self.enforce_budget(g, class);
         }
+        self.publish(g);
         obj.cast()
     }
 
@@ -219,45 +353,62 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn list_cap(&self, class: usize, batch: usize) -> usize {
         (self.budget.get() / class_size(class))
             .max(batch)
-            .min(u16::MAX as usize / 2)
+            .min(MAX_LIMIT)
     }
 
-    /// A list grew past its limit: send a batch back to the central cache, then keep the slot
-    /// within its byte budget. (The budget is enforced here and on refills, the only places
-    /// where a slot's cache can grow past it, which keeps the check off the fast path.)
+    /// A list grew past its limit: send a batch back to the central cache. (The budget is
+    /// enforced here and on refills, the only places where a limit grows, which keeps the
+    /// check off the fast path.)
+    #[cold]
     #[inline(never)]
     fn flush(&self, g: SlotGuard<'_>, class: usize) {
         let g = &g;
-        let list = &mut g.cache().lists[class];
+        let lists = g.lists();
         let batch = self.central.batch(class);
-        // SAFETY: we hold the slot.
-        let chain = unsafe { list.pop_chain(batch) };
+        // SAFETY: we are inside the slot.
+        let chain = unsafe { lists.pop_chain(class, batch) };
         // A list that only ever frees (a consumer) never refills, so its limit grows here,
         // one per flush up to a batch: its flushes then send whole batches, which the
         // transfer cache takes as they are.
-        if list.max_len() < batch {
-            list.set_max_len(list.max_len() + 1);
+        let max = lists.max_len(class);
+        if max < batch {
+            // SAFETY: we are inside the slot.
+            unsafe { lists.set_max_len(class, max + 1) };
         }
         self.release_chain(g, class, chain);
-        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) > self.budget.get() {
+        if lists.capacity() > self.budget.get() {
             self.enforce_budget(g, class);
         }
     }
 
-    /// The slot holds more than its budget: give back half of every list, starting with
-    /// `class`, until it holds at most half its budget.
+    /// The slot's limits allow more than its budget: halve other classes' limits (and send
+    /// back what their lists hold beyond them), starting after `class` and ending with it,
+    /// until they allow at most three quarters of the budget.
+    #[cold]
     fn enforce_budget(&self, g: &SlotGuard<'_>, class: usize) {
-        for i in 0..NUM_CLASSES - 1 {
-            let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
-            let list = &mut g.cache().lists[c];
-            if list.len > 0 {
-                // SAFETY: we hold the slot.
-                let chain = unsafe { list.pop_chain((list.len as usize).div_ceil(2)) };
-                list.set_max_len(list.max_len() / 2);
-                self.release_chain(g, c, chain);
-            }
-            if g.slot.stats.cached_bytes.load(Ordering::Relaxed) <= self.budget.get() / 2 {
+        self.shrink(g, class, false, self.budget.get() - self.budget.get() / 4);
+    }
+
+    /// Lower the limits of the slot's lists to half (or to 0 with `empty`), starting with the
+    /// class after `class` and ending with it, and send back what each list holds beyond its
+    /// new limit, until the slot's capacity is at most `target`.
+    fn shrink(&self, g: &SlotGuard<'_>, class: usize, empty: bool, target: usize) {
+        let lists = g.lists();
+        for i in 1..NUM_CLASSES {
+            if lists.capacity() <= target {
                 break;
+            }
+            let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
+            let max = lists.max_len(c);
+            // A list with limit 0 is empty (see `drain_slot`).
+            if max > 0 {
+                let keep = if empty { 0 } else { max / 2 };
+                // SAFETY: we are inside the slot.
+                let chain = unsafe {
+                    lists.set_max_len(c, keep);
+                    lists.pop_chain(c, lists.len(c).saturating_sub(keep))
+                };
+                self.release_chain(g, c, chain);
             }
         }
     }
@@ -268,10 +419,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             return;
         }
         let st = &g.slot.stats;
-        let bytes = chain.len * class_size(class);
         add_owned(&st.flushes, 1);
-        add_owned(&st.flush_bytes, bytes);
-        add_owned(&st.cached_bytes, bytes.wrapping_neg());
+        add_owned(&st.flush_objs, chain.len);
+        add_owned(&st.flush_bytes, chain.len * class_size(class));
         self.publish(g);
         // SAFETY: the chain holds free objects of `class` that were cached in the slot.
         unsafe { self.central.insert_batch(class, chain, CPUS > 1) };
@@ -283,6 +433,15 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[cold]
     fn alloc_fallback(&self, class: usize) -> *mut u8 {
         self.shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let p = self.take_one(class);
+        if p.is_null() {
+            return self.alloc_after_drain(class);
+        }
+        p
+    }
+
+    /// One object straight from the central cache, or null.
+    fn take_one(&self, class: usize) -> *mut u8 {
         let chain = self.central.remove_batch(class, 1);
         if chain.len == 0 {
             return ptr::null_mut();
@@ -314,14 +473,17 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     // ----- statistics -------------------------------------------------------------------
 
     /// Fold the slot's net in-use bytes into the heap-wide counter and the peak. Runs on the
-    /// slow paths (refill, flush), so the peak is exact to within what a slot can cache.
+    /// slow paths (refill, flush), where the lists' contents are not counted (that would be a
+    /// sum over every class): what they hold is taken as their capacity, which bounds it, so
+    /// the peak never exceeds the true one and falls short by at most what the slots' limits
+    /// allow. (`Stats::collect` counts the lists exactly.)
     ///
     /// With several slots, changes up to a sixteenth of the slot budget (at most 16 KiB) wait
     /// for a later slow path: the shared counter is one cache line for every CPU, and touching
     /// it on every refill and flush costs more than the refill when two CPUs do it at once.
     fn publish(&self, g: &SlotGuard<'_>) {
         let st = &g.slot.stats;
-        let net = st.net_in_use();
+        let net = st.net_in_use(g.lists().capacity());
         let delta = net.wrapping_sub(st.published.load(Ordering::Relaxed));
         // One slot has no one to contend with: publish every change.
         let min = if CPUS == 1 {
@@ -352,16 +514,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     }
 
     fn drain_slot(&self, g: &SlotGuard<'_>) {
-        if g.slot.stats.cached_bytes.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        for class in 1..NUM_CLASSES {
-            let list = &mut g.cache().lists[class];
-            // SAFETY: we hold the slot.
-            let chain = unsafe { list.pop_chain(list.len as usize) };
-            list.set_max_len(1);
-            self.release_chain(g, class, chain);
-        }
+        // Every limit to 0, from class 1 on. A slot whose limits are all 0 holds nothing (a
+        // list holds more than its limit only between a free's push and its flush), so the
+        // walk stops as soon as the capacity is 0.
+        self.shrink(g, NUM_CLASSES - 1, true, 0);
     }
 
     /// Drain every slot that is not in use, then the central cache's transfer caches and span
@@ -429,8 +585,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn sweep_vacated_slow(&self, v: usize) {
         self.seen_vacated.store(v, Ordering::Relaxed);
         for (i, slot) in self.slots.iter().enumerate().take(Self::OWNED) {
-            if slot.stats.cached_bytes.load(Ordering::Relaxed) == 0 || !self.platform.hold_vacant(i)
-            {
+            if slot.lists.capacity() == 0 || !self.platform.hold_vacant(i) {
                 continue;
             }
             // No context can claim the slot while it is held, so no owner can be inside: the
@@ -440,18 +595,5 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             }
             self.platform.release_vacant(i);
         }
-    }
-}
-
-/// Count one slot operation of `size` bytes: two plain counter updates in the slot.
-#[inline(always)]
-fn count_op(g: &SlotGuard<'_>, size: usize, alloc: bool) {
-    let st = &g.slot.stats;
-    if alloc {
-        add_owned(&st.allocs, 1);
-        add_owned(&st.cached_bytes, size.wrapping_neg());
-    } else {
-        add_owned(&st.frees, 1);
-        add_owned(&st.cached_bytes, size);
     }
 }

@@ -1,17 +1,9 @@
 //! A CPU slot: its guard flags, its lists and its counters, on a cache line of its own, and
 //! the guard value that proves exclusive access to the lists.
 
-use core::cell::UnsafeCell;
-
-use super::free_list::FreeList;
-use crate::size_class::NUM_CLASSES;
+use super::free_list::FreeLists;
 pub(crate) use crate::stats::SlotStats;
-use crate::sync::SlotLock;
-
-/// The lists of one slot. Only the context inside the slot touches it.
-pub(crate) struct SlotCache {
-    pub(crate) lists: [FreeList; NUM_CLASSES],
-}
+use crate::sync::{BackOff, SlotLock};
 
 /// A CPU slot: its guard, lists and counters, on its own cache line.
 ///
@@ -23,22 +15,17 @@ pub(crate) struct SlotCache {
 pub(crate) struct CpuSlot {
     pub(crate) lock: SlotLock,
     pub(crate) stats: SlotStats,
-    pub(crate) cache: UnsafeCell<SlotCache>,
+    /// Only the context inside the slot (holding a [`SlotGuard`]) may use the lists'
+    /// `unsafe` methods; anyone may read their lengths.
+    pub(crate) lists: FreeLists,
 }
-
-// SAFETY: `cache` is only accessed through a `SlotGuard`, which exists only while its context
-// is inside the slot (owner, shared holder or remote operation), and `SlotLock` admits one at
-// a time.
-unsafe impl Sync for CpuSlot {}
 
 impl CpuSlot {
     pub(crate) const fn new() -> Self {
         Self {
             lock: SlotLock::new(),
-            cache: UnsafeCell::new(SlotCache {
-                lists: [FreeList::EMPTY; NUM_CLASSES],
-            }),
             stats: SlotStats::new(),
+            lists: FreeLists::new(),
         }
     }
 
@@ -52,11 +39,24 @@ impl CpuSlot {
         if self.lock.enter_owned() {
             Some(SlotGuard {
                 slot: self,
-                remote: false,
+                how: Entry::Owned,
             })
         } else {
             None
         }
+    }
+
+    /// [`enter_owned`](Self::enter_owned), leaving the undo of a failed entry to the caller
+    /// (see [`SlotLock::try_enter_owned`]).
+    ///
+    /// # Safety
+    /// As for [`enter_owned`](Self::enter_owned).
+    #[inline(always)]
+    pub(crate) unsafe fn try_enter_owned(&self) -> Result<SlotGuard<'_>, BackOff> {
+        self.lock.try_enter_owned().map(|()| SlotGuard {
+            slot: self,
+            how: Entry::Owned,
+        })
     }
 
     /// Take a shared slot (a try-lock), or `None` if someone holds it.
@@ -65,7 +65,7 @@ impl CpuSlot {
         if self.lock.enter_shared() {
             Some(SlotGuard {
                 slot: self,
-                remote: false,
+                how: Entry::Shared,
             })
         } else {
             None
@@ -78,7 +78,7 @@ impl CpuSlot {
         if self.lock.enter_remote(barrier) {
             Some(SlotGuard {
                 slot: self,
-                remote: true,
+                how: Entry::Remote,
             })
         } else {
             None
@@ -93,7 +93,7 @@ impl CpuSlot {
         if self.lock.confirm_remote() {
             Some(SlotGuard {
                 slot: self,
-                remote: true,
+                how: Entry::Remote,
             })
         } else {
             None
@@ -101,30 +101,36 @@ impl CpuSlot {
     }
 }
 
+/// How a guard entered its slot, which says how it leaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Owned,
+    Shared,
+    Remote,
+}
+
 /// Exclusive access to a slot's lists; leaves the slot on drop.
 pub(crate) struct SlotGuard<'a> {
     pub(crate) slot: &'a CpuSlot,
-    remote: bool,
+    how: Entry,
 }
 
 impl SlotGuard<'_> {
-    /// The slot's lists.
+    /// The slot's lists, whose `unsafe` methods the guard's holder may call: it is inside
+    /// the slot.
     #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn cache(&self) -> &mut SlotCache {
-        // SAFETY: the guard proves its context is inside the slot, so no one else touches the
-        // cache; callers do not keep two of these references alive at once.
-        unsafe { &mut *self.slot.cache.get() }
+    pub(crate) fn lists(&self) -> &FreeLists {
+        &self.slot.lists
     }
 }
 
 impl Drop for SlotGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.remote {
-            self.slot.lock.leave_remote();
-        } else {
-            self.slot.lock.leave();
+        match self.how {
+            Entry::Owned => self.slot.lock.leave_owned(),
+            Entry::Shared => self.slot.lock.leave_shared(),
+            Entry::Remote => self.slot.lock.leave_remote(),
         }
     }
 }

@@ -17,9 +17,13 @@ pub struct Config {
     /// page map has one entry per page.
     pub page_size: usize,
     /// Largest request served from a size class; larger ones are page spans. At most
-    /// 32 KiB; by default 8 pages, so that a page span never wastes more than 1/8.
+    /// [`MAX_CLASS_SIZE`](crate::size_class::MAX_CLASS_SIZE) (64 KiB, or 32 KiB without
+    /// feature `big-classes`), which is `Config::new()`'s; at least 8 pages where the pages
+    /// allow it, so that a page span never wastes more than 1/8.
     pub max_small: usize,
-    /// Bytes of free objects each CPU slot may keep before it sends some back.
+    /// Each CPU slot's budget: the bytes its free lists' limits may allow together (the sum
+    /// over classes of limit × class size), so at most this many bytes of free objects wait
+    /// in a slot. A slot whose limits would allow more halves other classes' limits.
     pub cpu_cache_bytes: usize,
     /// About how many bytes move between a CPU slot and the central cache in one batch.
     pub batch_bytes: usize,
@@ -40,13 +44,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// For kernels and desktops: 4 KiB pages, 1 MiB per CPU slot, 1 MiB growth steps, a
-    /// transfer cache of 8 batches and one reserved empty span per class.
+    /// For kernels and desktops: 4 KiB pages, 4 MiB of list capacity per CPU slot, 1 MiB
+    /// growth steps, a transfer cache of 8 batches and one reserved empty span per class.
     pub const fn new() -> Self {
         Self {
             page_size: 4096,
             max_small: MAX_CLASS_SIZE,
-            cpu_cache_bytes: 1024 * 1024,
+            cpu_cache_bytes: 4 * 1024 * 1024,
             batch_bytes: 16 * 1024,
             grow_bytes: 1024 * 1024,
             min_span_bytes: 4096,
@@ -127,7 +131,7 @@ impl Config {
         );
         assert!(
             self.max_small >= FAST_SIZE * 2 && self.max_small <= MAX_CLASS_SIZE,
-            "cpuheap: max_small must be from 2048 to 32768"
+            "cpuheap: max_small must be from 2048 to MAX_CLASS_SIZE (65536; 32768 without feature big-classes)"
         );
         // A span's object counts are `u16`s: with spans up to 8 x `min_span_bytes` (2 x for
         // the tail-waste search), 32 KiB keeps even 8-byte objects below 65 536 per span

@@ -10,7 +10,7 @@ use crate::page_heap::Locked;
 use crate::page_map::PageMap;
 use crate::page_source::PageSource;
 use crate::platform::Platform;
-use crate::size_class::class_size;
+use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::{Span, SpanFlags, CLASS_FREED, CLASS_LARGE, CLASS_META, CLASS_NONE};
 use crate::sync::Ordering;
 
@@ -99,28 +99,33 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     fn check_locked(&self) -> Result<usize, InvariantError> {
         let mut cached_bytes = 0usize;
         for slot in &self.cpu.slots {
-            // SAFETY: the caller is inside every slot.
-            let cache = unsafe { &*slot.cache.get() };
-            let mut bytes = 0;
-            for (class, list) in cache.lists.iter().enumerate().skip(1) {
+            let lists = &slot.lists;
+            let (mut bytes, mut capacity) = (0, 0);
+            for class in 1..NUM_CLASSES {
+                let (len, limit) = (lists.len(class), lists.max_len(class));
+                if len > limit {
+                    return broken("CPU list longer than its limit", class);
+                }
                 let mut n = 0usize;
-                let mut o = list.head;
+                // SAFETY: the caller is inside every slot.
+                let mut o = unsafe { lists.head(class) };
                 while !o.is_null() {
                     self.check_object(o as usize, class)?;
                     n += 1;
-                    if n > list.len as usize {
+                    if n > len {
                         return broken("CPU list longer than its count", o as usize);
                     }
                     // SAFETY: cached objects hold their link.
                     o = unsafe { (*o).next };
                 }
-                if n != list.len as usize {
+                if n != len {
                     return broken("CPU list shorter than its count", class);
                 }
                 bytes += n * class_size(class);
+                capacity += limit * class_size(class);
             }
-            if bytes != slot.stats.cached_bytes.load(Ordering::Relaxed) {
-                return broken("CPU cached-byte counter disagrees with its lists", bytes);
+            if capacity != lists.capacity() {
+                return broken("CPU capacity counter disagrees with its limits", capacity);
             }
             cached_bytes += bytes;
         }
@@ -404,17 +409,18 @@ mod tests {
     }
 
     #[test]
-    fn invariant_check_catches_a_wrong_cached_counter() {
+    fn invariant_check_catches_a_wrong_capacity_counter() {
         let h = heap();
         let l = Layout::from_size_align(64, 8).unwrap();
         let p = h.allocate(l);
         // SAFETY: allocated just above.
         unsafe { h.deallocate(p, l) };
         h.check_invariants().unwrap();
-        add_owned(&h.cpu.slots[0].stats.cached_bytes, 8);
+        let cap = &h.cpu.slots[0].lists.capacity;
+        add_owned(cap, 8);
         let e = h.check_invariants().unwrap_err();
-        assert_eq!(e.what, "CPU cached-byte counter disagrees with its lists");
-        add_owned(&h.cpu.slots[0].stats.cached_bytes, 8usize.wrapping_neg());
+        assert_eq!(e.what, "CPU capacity counter disagrees with its limits");
+        add_owned(cap, 8usize.wrapping_neg());
         h.check_invariants().unwrap();
     }
 

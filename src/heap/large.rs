@@ -17,6 +17,7 @@ use crate::sync::Ordering;
 impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, CPUS> {
     /// A page span for a request above the small-object limit or aligned beyond it.
     #[cold]
+    #[inline(never)]
     pub(super) fn alloc_large(&self, size: usize, align: usize) -> *mut u8 {
         self.alloc_large_zeroed(size, align).0
     }

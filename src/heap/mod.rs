@@ -167,38 +167,35 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[inline]
     pub fn allocate(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        let p = if size <= FAST_SIZE && align <= 8 {
-            self.alloc_small(class_of_size(size))
-        } else {
-            match self.class_for(size, align) {
-                Some(class) => self.alloc_small(class),
-                None => self.alloc_large(size, align),
+        // Nested, not `align <= 8 && size <= FAST_SIZE`: LLVM turns that into two flag
+        // computations and a test of both, two instructions more than two branches.
+        let p = if align <= 8 {
+            if size <= FAST_SIZE {
+                self.alloc_small(class_of_size(size))
+            } else {
+                self.alloc_general(size, align)
             }
+        } else {
+            self.alloc_general(size, align)
         };
         #[cfg(feature = "checked")]
         self.mark_live(p);
         p
     }
 
-    #[inline(always)]
-    fn alloc_small(&self, class: usize) -> *mut u8 {
-        let p = self.cpu.alloc(self.cpu.platform.current_cpu(), class);
-        if p.is_null() {
-            return self.alloc_small_retry(class);
+    /// Any request the table lookup of `allocate` does not serve: a class found the long way,
+    /// or a page span. Not inlined, so that the fast path makes no call that returns to it.
+    #[inline(never)]
+    fn alloc_general(&self, size: usize, align: usize) -> *mut u8 {
+        match self.class_for(size, align) {
+            Some(class) => self.alloc_small(class),
+            None => self.alloc_large(size, align),
         }
-        p
     }
 
-    /// The tiers found no memory for `class`: drain every CPU slot and try once more, so
-    /// memory parked in caches never causes a false out-of-memory.
-    #[cold]
-    fn alloc_small_retry(&self, class: usize) -> *mut u8 {
-        self.cpu.drain_all();
-        let p = self.cpu.alloc(self.cpu.platform.current_cpu(), class);
-        if p.is_null() {
-            self.cpu.shared.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        p
+    #[inline(always)]
+    fn alloc_small(&self, class: usize) -> *mut u8 {
+        self.cpu.alloc(self.cpu.platform.current_cpu(), class)
     }
 
     /// Allocate zeroed memory for `layout`.
@@ -245,8 +242,16 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             None => self.fault(FaultKind::ForeignPointer, addr),
         };
         // A pointer no run covers reads as never used, which the page-span path reports.
+        // Beyond the map's quickest lookup, a tail call.
         #[cfg(not(any(feature = "checked", feature = "misuse-checks")))]
-        let tag = self.map().class_of(addr, self.page_shift());
+        let Some(tag) = self.map().class_quick(addr, self.page_shift()) else {
+            if <S::Map as PageMap>::QUICK_IS_ALL {
+                // Not the map's: the page-span path reports it.
+                return self.free_page_span(CLASS_NONE, addr, layout);
+            }
+            // SAFETY: the caller's guarantee.
+            return unsafe { self.deallocate_beyond(ptr, layout) };
+        };
         if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, true);
@@ -262,6 +267,26 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             };
         } else {
             self.free_page_span(tag, addr, layout);
+        }
+    }
+
+    /// `deallocate` of a pointer the page map's quickest lookup did not find.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[cfg(not(any(feature = "checked", feature = "misuse-checks")))]
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_beyond(&self, ptr: *mut u8, layout: Layout) {
+        let tag = self.map().class_of(ptr as usize, self.page_shift());
+        if is_small(tag) {
+            // SAFETY: as in `deallocate`.
+            unsafe {
+                self.cpu
+                    .free(self.cpu.platform.current_cpu(), ptr.cast(), tag as usize)
+            };
+        } else {
+            self.free_page_span(tag, ptr as usize, layout);
         }
     }
 
@@ -397,7 +422,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// current but not a single atomic snapshot.
     pub fn stats(&self) -> Stats {
         Stats::collect(
-            self.cpu.slots.iter().map(|s| &s.stats),
+            self.cpu.slots.iter().map(|s| (&s.stats, &s.lists)),
             &self.cpu.shared,
             (
                 self.cpu.central.free_bytes(),

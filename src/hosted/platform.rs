@@ -194,12 +194,16 @@ extern "C" fn on_thread_exit(value: *mut libc::c_void) {
 unsafe impl Sync for ThreadSlot {}
 
 impl Platform for ThreadSlot {
+    /// One load: the index the thread owns, a shared one it was given, or `UNSET`/`EXITED`
+    /// (which name no owned slot, so the heap asks [`claim_cpu`](Self::claim_cpu)).
     #[inline(always)]
     fn current_cpu(&self) -> usize {
+        SLOT.try_with(Cell::get).unwrap_or(EXITED)
+    }
+
+    fn claim_cpu(&self) -> usize {
         SLOT.try_with(|s| {
             let v = s.get();
-            // One compare on the fast path: an owned index is below `OWNED_IDS`, which also
-            // tells the heap (whose owned slots are the same indices) that it owns the slot.
             if v < OWNED_IDS {
                 v
             } else {
@@ -326,11 +330,19 @@ mod tests {
     #[test]
     fn thread_slots_are_stable_and_distinct() {
         let p = ThreadSlot::new();
-        let mine = p.current_cpu();
-        assert_eq!(p.current_cpu(), mine, "stable within a thread");
-        let other = std::thread::spawn(move || ThreadSlot::new().current_cpu())
-            .join()
-            .unwrap();
+        let mine = p.claim_cpu();
+        assert_eq!(p.current_cpu(), mine, "one load finds the claimed index");
+        assert_eq!(p.claim_cpu(), mine, "stable within a thread");
+        let other = std::thread::spawn(move || {
+            let p = ThreadSlot::new();
+            assert!(
+                p.current_cpu() >= OWNED_IDS,
+                "a new thread owns no index yet"
+            );
+            p.claim_cpu()
+        })
+        .join()
+        .unwrap();
         assert_ne!(other, mine, "another thread gets another slot");
     }
 

@@ -51,7 +51,7 @@ impl StdHeap {
 
 impl<R: RawMutex> StdHeap<R> {
     /// The configuration: [`Config::new`] (4 KiB pages, objects up to 32 KiB from size
-    /// classes, 1 MiB per CPU slot).
+    /// classes, 4 MiB of list capacity per CPU slot).
     pub const CONFIG: Config = Config::new();
 
     /// The allocator with lock `R`. Takes no memory until the first allocation.

@@ -5,6 +5,7 @@
 use core::mem::{align_of, size_of};
 use core::ptr::{self, NonNull};
 
+use super::add;
 use super::extent::{Extent, HINT_SIZES, WORD_BITS};
 use super::{bump_alloc, Locked};
 use crate::page_map::PageMap;
@@ -57,7 +58,7 @@ impl<S: PageSource> Locked<'_, S> {
             }
             None => return false,
         };
-        self.stats.grows.fetch_add(1, Ordering::Relaxed);
+        add(&self.stats.grows, 1);
         self.add_run(run)
     }
 
@@ -107,17 +108,13 @@ impl<S: PageSource> Locked<'_, S> {
             unsafe { self.st.source.release(run) };
             return false;
         }
-        self.stats
-            .source_bytes
-            .fetch_add(run.len, Ordering::Relaxed);
+        add(&self.stats.source_bytes, run.len);
         if carve > 0 {
             self.st.arena = base;
             self.st.arena_end = base + carve * page;
             base += carve * page;
             pages -= carve;
-            self.stats
-                .meta_bytes
-                .fetch_add(carve * page, Ordering::Relaxed);
+            add(&self.stats.meta_bytes, carve * page);
         }
         self.install(base, pages).is_some()
     }
@@ -170,17 +167,19 @@ impl<S: PageSource> Locked<'_, S> {
                 slack: 0,
             });
             // Fresh memory from a zero-filling source is clean.
-            (*ext).set_clean(0, pages, true);
+            if S::ZERO_FILLED {
+                (*ext).set_clean(0, pages, true);
+            }
             match self.st.last.as_mut() {
                 Some(last) => last.next = ext,
                 None => self.st.extents = ext,
             }
         }
         self.st.last = ext;
-        self.stats.pages.fetch_add(pages, Ordering::Relaxed);
-        self.stats.free_pages.fetch_add(pages, Ordering::Relaxed);
+        add(&self.stats.pages, pages);
+        add(&self.stats.free_pages, pages);
         if !S::ZERO_FILLED {
-            self.stats.idle_pages.fetch_add(pages, Ordering::Relaxed);
+            add(&self.stats.idle_pages, pages);
         }
         Some(ext)
     }
@@ -217,14 +216,10 @@ impl<S: PageSource> Locked<'_, S> {
             unsafe { self.st.source.release(run) };
             return None;
         }
-        self.stats.grows.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .source_bytes
-            .fetch_add(run.len, Ordering::Relaxed);
-        self.stats
-            .meta_bytes
-            .fetch_add(run.len - bytes, Ordering::Relaxed);
-        self.stats.direct_runs.fetch_add(1, Ordering::Relaxed);
+        add(&self.stats.grows, 1);
+        add(&self.stats.source_bytes, run.len);
+        add(&self.stats.meta_bytes, run.len - bytes);
+        add(&self.stats.direct_runs, 1);
         self.st.last_zeroed = S::ZERO_FILLED;
         Some(base)
     }
@@ -278,7 +273,7 @@ impl<S: PageSource> Locked<'_, S> {
             }
         }
         self.st.last = ext;
-        self.stats.pages.fetch_add(pages, Ordering::Relaxed);
+        add(&self.stats.pages, pages);
         Some(ext)
     }
 
@@ -300,7 +295,7 @@ impl<S: PageSource> Locked<'_, S> {
             }
         };
         self.set_map(start, k, CLASS_META, ptr::null_mut());
-        self.stats.meta_bytes.fetch_add(k * page, Ordering::Relaxed);
+        add(&self.stats.meta_bytes, k * page);
         self.st.arena = start;
         self.st.arena_end = start + k * page;
         true
@@ -349,9 +344,7 @@ impl<S: PageSource> Locked<'_, S> {
                 if let Some(pr) = self.map.page(page, self.geom.page_shift) {
                     pr.class.store(CLASS_META, Ordering::Relaxed);
                 }
-                self.stats
-                    .meta_bytes
-                    .fetch_add(self.geom.page_size(), Ordering::Relaxed);
+                add(&self.stats.meta_bytes, self.geom.page_size());
                 self.st.arena = page;
                 self.st.arena_end = page + self.geom.page_size();
                 self.arena_alloc(size_of::<Span>(), align_of::<Span>())?

@@ -5,6 +5,7 @@ use core::ptr::{self, NonNull};
 
 use super::extent::Extent;
 use super::Locked;
+use super::{add, sub};
 use crate::page_map::PageMap;
 use crate::page_source::{PageSource, Run};
 use crate::sync::Ordering;
@@ -36,8 +37,8 @@ impl<S: PageSource> Locked<'_, S> {
         if !run.is_some_and(|r| unsafe { self.st.source.release(r) }) {
             // SAFETY: as above; the run was not released.
             unsafe { (*ext).free_count = pages };
-            self.stats.free_pages.fetch_add(pages, Ordering::Relaxed);
-            self.stats.idle_pages.fetch_add(pages, Ordering::Relaxed);
+            add(&self.stats.free_pages, pages);
+            add(&self.stats.idle_pages, pages);
             return;
         }
         let Some(run) = run else { return };
@@ -56,12 +57,11 @@ impl<S: PageSource> Locked<'_, S> {
         // entry says freed.
         unsafe { self.unregister_direct(base) };
         let st = self.stats;
-        st.pages.fetch_sub(pages, Ordering::Relaxed);
-        st.source_bytes
-            .fetch_sub((pages << shift) + slack, Ordering::Relaxed);
-        st.meta_bytes.fetch_sub(slack, Ordering::Relaxed);
-        st.released_bytes.fetch_add(run.len, Ordering::Relaxed);
-        st.direct_runs.fetch_sub(1, Ordering::Relaxed);
+        sub(&st.pages, pages);
+        sub(&st.source_bytes, (pages << shift) + slack);
+        sub(&st.meta_bytes, slack);
+        add(&st.released_bytes, run.len);
+        sub(&st.direct_runs, 1);
     }
 
     /// Discard idle pages (see the module docs) once more than the source's idle limit is
@@ -124,11 +124,9 @@ impl<S: PageSource> Locked<'_, S> {
             return false;
         }
         ext.set_clean(i, n, true);
-        self.stats.idle_pages.fetch_sub(n, Ordering::Relaxed);
-        self.stats
-            .discarded_bytes
-            .fetch_add(n << shift, Ordering::Relaxed);
-        self.stats.discards.fetch_add(1, Ordering::Relaxed);
+        sub(&self.stats.idle_pages, n);
+        add(&self.stats.discarded_bytes, n << shift);
+        add(&self.stats.discards, 1);
         true
     }
 

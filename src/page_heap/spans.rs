@@ -5,6 +5,7 @@ use core::ptr;
 
 use super::extent::Extent;
 use super::Locked;
+use super::{add, sub};
 use crate::page_map::PageMap;
 use crate::page_source::{PageSource, Run};
 use crate::span::{Span, SpanFlags, CLASS_FREED, CLASS_LARGE};
@@ -13,22 +14,28 @@ use crate::sync::Ordering;
 impl<S: PageSource> Locked<'_, S> {
     /// Mark `n` free pages of `ext` from page `i` used, with the counters. Returns whether
     /// they were all clean (known zero).
+    // Out of line: three callers (first fit, the top page for metadata, growing in place).
+    #[inline(never)]
     pub(super) fn use_pages(&self, ext: &mut Extent, i: usize, n: usize) -> bool {
-        let clean = ext.count_clean(i, n);
-        ext.set_clean(i, n, false);
+        // Only a zero-filling source's extents have a clean bitmap (compiled out otherwise).
+        let clean = if S::ZERO_FILLED {
+            let clean = ext.count_clean(i, n);
+            ext.set_clean(i, n, false);
+            clean
+        } else {
+            0
+        };
         ext.set_range(i, n, true);
-        self.stats.free_pages.fetch_sub(n, Ordering::Relaxed);
-        self.stats
-            .idle_pages
-            .fetch_sub(n - clean, Ordering::Relaxed);
-        ext.has_clean && clean == n
+        sub(&self.stats.free_pages, n);
+        sub(&self.stats.idle_pages, n - clean);
+        S::ZERO_FILLED && ext.has_clean && clean == n
     }
 
     /// Mark `n` used pages of `ext` from page `i` free (and idle), with the counters.
     pub(super) fn mark_free(&self, ext: &mut Extent, i: usize, n: usize) {
         ext.set_range(i, n, false);
-        self.stats.free_pages.fetch_add(n, Ordering::Relaxed);
-        self.stats.idle_pages.fetch_add(n, Ordering::Relaxed);
+        add(&self.stats.free_pages, n);
+        add(&self.stats.idle_pages, n);
     }
 
     /// Find `n` free pages aligned to `align` in some shared (not direct) extent; mark them
@@ -133,8 +140,8 @@ impl<S: PageSource> Locked<'_, S> {
         // A direct span is described by its first page alone.
         let mapped = if direct_start.is_some() { 1 } else { pages };
         self.set_map(start, mapped, tag, rec);
-        self.stats.spans_allocated.fetch_add(1, Ordering::Relaxed);
-        self.stats.span_pages.fetch_add(pages, Ordering::Relaxed);
+        add(&self.stats.spans_allocated, 1);
+        add(&self.stats.span_pages, pages);
         Some(rec)
     }
 
@@ -172,8 +179,8 @@ impl<S: PageSource> Locked<'_, S> {
                 self.mark_free(e, (start - e.base) >> self.geom.page_shift, pages);
             }
         }
-        self.stats.spans_freed.fetch_add(1, Ordering::Relaxed);
-        self.stats.span_pages.fetch_sub(pages, Ordering::Relaxed);
+        add(&self.stats.spans_freed, 1);
+        sub(&self.stats.span_pages, pages);
         // SAFETY: the record is no longer referenced by the page map.
         unsafe { (*span).next = self.st.spare };
         self.st.spare = span;
@@ -198,7 +205,7 @@ impl<S: PageSource> Locked<'_, S> {
         }
         let ext = self.extent_ptr(tail, self.geom.page_shift);
         s.pages = new_pages;
-        self.stats.span_pages.fetch_sub(n, Ordering::Relaxed);
+        sub(&self.stats.span_pages, n);
         // SAFETY: null or a linked extent record; we hold the lock.
         let Some(e) = (unsafe { ext.as_mut() }) else {
             return;
@@ -207,20 +214,18 @@ impl<S: PageSource> Locked<'_, S> {
             // The tail leaves the extent (it had no page-map entries) and goes back to the
             // source's care; the run is released whole with the span.
             e.pages = new_pages;
-            self.stats.pages.fetch_sub(n, Ordering::Relaxed);
+            sub(&self.stats.pages, n);
             let bytes = n << self.geom.page_shift;
             let range =
                 core::ptr::NonNull::new(tail as *mut u8).map(|base| Run { base, len: bytes });
             // SAFETY: the tail lies in the direct run and no span uses it any more.
             if range.is_some_and(|r| unsafe { self.st.source.discard(r) }) {
-                self.stats.source_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.stats
-                    .discarded_bytes
-                    .fetch_add(bytes, Ordering::Relaxed);
-                self.stats.discards.fetch_add(1, Ordering::Relaxed);
+                sub(&self.stats.source_bytes, bytes);
+                add(&self.stats.discarded_bytes, bytes);
+                add(&self.stats.discards, 1);
             } else {
                 e.slack += bytes;
-                self.stats.meta_bytes.fetch_add(bytes, Ordering::Relaxed);
+                add(&self.stats.meta_bytes, bytes);
             }
             return;
         }
@@ -253,7 +258,7 @@ impl<S: PageSource> Locked<'_, S> {
         self.use_pages(ext, i, n);
         s.pages = new_pages;
         self.set_map(end, n, CLASS_LARGE, span);
-        self.stats.span_pages.fetch_add(n, Ordering::Relaxed);
+        add(&self.stats.span_pages, n);
         true
     }
 
@@ -317,14 +322,13 @@ impl<S: PageSource> Locked<'_, S> {
         }
         let old_pages = ext.pages;
         let st = self.stats;
-        st.meta_bytes.fetch_sub(ext.slack, Ordering::Relaxed);
-        st.source_bytes
-            .fetch_sub((old_pages << shift) + ext.slack, Ordering::Relaxed);
-        st.source_bytes.fetch_add(new_len, Ordering::Relaxed);
-        st.pages.fetch_sub(old_pages, Ordering::Relaxed);
-        st.pages.fetch_add(new_pages, Ordering::Relaxed);
-        st.span_pages.fetch_sub(s.pages, Ordering::Relaxed);
-        st.span_pages.fetch_add(new_pages, Ordering::Relaxed);
+        sub(&st.meta_bytes, ext.slack);
+        sub(&st.source_bytes, (old_pages << shift) + ext.slack);
+        add(&st.source_bytes, new_len);
+        sub(&st.pages, old_pages);
+        add(&st.pages, new_pages);
+        sub(&st.span_pages, s.pages);
+        add(&st.span_pages, new_pages);
         ext.base = new_base;
         ext.run_base = new_base;
         ext.run_len = new_len;

@@ -64,6 +64,7 @@ impl<const N: usize> PageMap for FlatMap<N> {
         count: AtomicUsize::new(0),
         runs: [FlatRun::EMPTY; N],
     };
+    const QUICK_IS_ALL: bool = N == 1;
 
     fn meta_bound(pages: usize, page_shift: u32) -> usize {
         let ptr_size = core::mem::size_of::<AtomicPtr<Span>>();
@@ -124,28 +125,39 @@ impl<const N: usize> PageMap for FlatMap<N> {
 
     #[inline(always)]
     fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
-        // Run 0 first, without the count: its length is 0 until it is published, and most
-        // heaps have one run.
-        if let Some(run) = self.runs.first() {
-            // Length first (Acquire), then the fields it publishes.
-            let len = run.len.load(Ordering::Acquire);
-            let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
-            if off < len {
-                // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load
-                // of the nonzero length saw the array published.
-                return unsafe {
-                    (*run.classes.load(Ordering::Relaxed).add(off >> page_shift))
-                        .load(Ordering::Relaxed)
-                };
-            }
+        if let Some(tag) = self.class_quick(addr, page_shift) {
+            return tag;
+        }
+        // One run: run 0 was the walk (compiled out).
+        if N == 1 {
+            return CLASS_NONE;
         }
         self.class_beyond_run_0(addr, page_shift)
     }
 
     #[inline(always)]
+    fn class_quick(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        // Run 0 only, without the count: its length is 0 until it is published, and most
+        // heaps have one run.
+        let run = self.runs.first()?;
+        // Length first (Acquire), then the fields it publishes.
+        let len = run.len.load(Ordering::Acquire);
+        let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
+        if off >= len {
+            return None;
+        }
+        // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load of the
+        // nonzero length saw the array published.
+        Some(unsafe {
+            (*run.classes.load(Ordering::Relaxed).add(off >> page_shift)).load(Ordering::Relaxed)
+        })
+    }
+
+    #[inline(always)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
         let n = self.count.load(Ordering::Acquire);
-        for run in &self.runs[..n] {
+        // `take`, not `[..n]`: `n <= N`, but a slice would check it (and link a panic).
+        for run in self.runs.iter().take(n) {
             let base = run.base.load(Ordering::Relaxed);
             let off = addr.wrapping_sub(base);
             if off < run.len.load(Ordering::Relaxed) {

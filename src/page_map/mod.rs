@@ -49,6 +49,11 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
     #[doc(hidden)]
     const EMPTY: Self;
 
+    /// Whether [`class_quick`](Self::class_quick) covers every page the map does, so that its
+    /// `None` means [`CLASS_NONE`] (a map of one run).
+    #[doc(hidden)]
+    const QUICK_IS_ALL: bool = false;
+
     /// An upper bound of the metadata bytes that [`register`](Self::register) asks for to
     /// cover `pages` pages.
     #[doc(hidden)]
@@ -141,6 +146,15 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
     fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
         self.page(addr, page_shift)
             .map_or(CLASS_NONE, |p| p.class.load(Ordering::Relaxed))
+    }
+
+    /// The class byte of the page holding `addr` if the map's quickest lookup finds it (the
+    /// window, the first run), else `None`: then ask [`class_of`](Self::class_of). The free
+    /// fast path uses it so that its only call is the slow path's, a tail call.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn class_quick(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        Some(self.class_of(addr, page_shift))
     }
 }
 

@@ -62,6 +62,9 @@ pub struct WindowMap {
     spans: AtomicPtr<AtomicPtr<Span>>,
     #[cfg(feature = "checked")]
     live: AtomicPtr<LiveWord>,
+    /// The heap's page shift, as it is (the heap stores its own encoded, which would cost
+    /// the free fast path a decode); written once before `len`.
+    shift: AtomicU8,
     /// Whether the source was offered the window (written under the page-heap lock).
     asked: AtomicBool,
     /// Every page outside the window.
@@ -131,6 +134,7 @@ impl PageMap for WindowMap {
         spans: AtomicPtr::new(ptr::null_mut()),
         #[cfg(feature = "checked")]
         live: AtomicPtr::new(ptr::null_mut()),
+        shift: AtomicU8::new(0),
         asked: AtomicBool::new(false),
         rest: RadixMap::EMPTY,
     };
@@ -218,6 +222,7 @@ impl PageMap for WindowMap {
         };
         let table = w.table.as_ptr();
         self.base.store(w.base, Ordering::Relaxed);
+        self.shift.store(page_shift as u8, Ordering::Relaxed);
         self.classes.store(table.cast(), Ordering::Relaxed);
         // `wrapping_add`: the offsets lie inside the table (`t.total <= table_len`).
         self.spans
@@ -231,15 +236,26 @@ impl PageMap for WindowMap {
 
     #[inline(always)]
     fn class_of(&self, addr: usize, page_shift: u32) -> u8 {
-        if let Some(i) = self.index(addr, page_shift) {
-            // SAFETY: `i` is below the window's page count, and the class array holds one
-            // byte per page; the Acquire load of the nonzero length in `index` saw it
-            // published, and the table stays valid for the source's life.
-            return unsafe {
-                (*self.classes.load(Ordering::Relaxed).add(i)).load(Ordering::Relaxed)
-            };
+        match self.class_quick(addr, page_shift) {
+            Some(tag) => tag,
+            None => self.class_outside(addr, page_shift),
         }
-        self.class_outside(addr, page_shift)
+    }
+
+    #[inline(always)]
+    fn class_quick(&self, addr: usize, page_shift: u32) -> Option<u8> {
+        let _ = page_shift;
+        let len = self.len.load(Ordering::Acquire);
+        let off = addr.wrapping_sub(self.base.load(Ordering::Relaxed));
+        if off >= len {
+            return None;
+        }
+        // The shift `set_window` checked: below the word size.
+        let i = off >> (self.shift.load(Ordering::Relaxed) & (usize::BITS - 1) as u8);
+        // SAFETY: `i` is below the window's page count, and the class array holds one byte
+        // per page; the Acquire load of the nonzero length in `index` saw it published, and
+        // the table stays valid for the source's life.
+        Some(unsafe { (*self.classes.load(Ordering::Relaxed).add(i)).load(Ordering::Relaxed) })
     }
 
     #[inline(always)]

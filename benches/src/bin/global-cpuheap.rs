@@ -13,7 +13,7 @@ fn main() {
     // reports the share of reallocs that stayed in place.
     let s = GLOBAL.stats();
     println!(
-        "CPUHEAPSTATS reallocs={} reallocs_in_place={} transfer_cache_bytes={}",
-        s.reallocs, s.reallocs_in_place, s.transfer_cache_bytes
+        "CPUHEAPSTATS reallocs={} reallocs_in_place={} transfer_cache_bytes={} allocs={} refills={} flushes={} spans_allocated={} large_allocs={}",
+        s.reallocs, s.reallocs_in_place, s.transfer_cache_bytes, s.allocs, s.refills, s.flushes, s.spans_allocated, s.large_allocs
     );
 }
