@@ -17,7 +17,7 @@ pub struct Config {
     /// page map has one entry per page.
     pub page_size: usize,
     /// Largest request served from a size class; larger ones are page spans. At most
-    /// [`MAX_CLASS_SIZE`](crate::size_class::MAX_CLASS_SIZE) (64 KiB, or 32 KiB without
+    /// [`MAX_CLASS_SIZE`] (64 KiB, or 32 KiB without
     /// feature `big-classes`), which is `Config::new()`'s; at least 8 pages where the pages
     /// allow it, so that a page span never wastes more than 1/8.
     pub max_small: usize,

@@ -44,7 +44,7 @@ pub(crate) struct Extent {
     pub(super) top: usize,
     pub(crate) next: *mut Extent,
     /// Whether a clean bitmap follows the bitmap: one bit per page, 1 = free and known zero
-    /// (not backed). Only with a [`ZERO_FILLED`](PageSource::ZERO_FILLED) source.
+    /// (not backed). Only with a [`ZERO_FILLED`](crate::PageSource::ZERO_FILLED) source.
     pub(super) has_clean: bool,
     /// A direct run: one huge span's own, released when the span is freed. Its record lives
     /// in the metadata arena and it has no bitmap (`bitmap` is null): its one span covers
