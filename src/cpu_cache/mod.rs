@@ -364,6 +364,16 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn flush(&self, g: SlotGuard<'_>, class: usize) {
         let g = &g;
         let lists = g.lists();
+        if lists.max_len(class) == 0 {
+            // A fresh (all-zero) list: its first free keeps the object and starts the slow
+            // start at one, instead of sending that object back.
+            // SAFETY: we are inside the slot; the list holds one object, its new limit.
+            unsafe { lists.set_max_len(class, 1) };
+            if lists.capacity() > self.budget.get() {
+                self.enforce_budget(g, class);
+            }
+            return;
+        }
         let batch = self.central.batch(class);
         // SAFETY: we are inside the slot.
         let chain = unsafe { lists.pop_chain(class, batch) };
