@@ -15,8 +15,8 @@
 //! changes only when a limit does, off the fast path; it is what the slot's byte budget bounds.
 //!
 //! An all-zero `FreeLists` is empty with every limit 0, so a heap in a `static` is zero bytes
-//! (`.bss`). A list whose limit is 0 sends its first free back at once, and that flush raises
-//! the limit (slow start); a refill raises it too.
+//! (`.bss`). A list whose limit is 0 is over it at its first push; tier 1's flush then keeps
+//! the object and sets the limit to 1 (slow start), and each refill raises it.
 
 use core::cell::UnsafeCell;
 use core::ptr;
