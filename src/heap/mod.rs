@@ -252,13 +252,26 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             // SAFETY: the caller's guarantee.
             return unsafe { self.deallocate_beyond(ptr, layout) };
         };
+        #[cfg(any(feature = "checked", feature = "misuse-checks"))]
         if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, true);
-            #[cfg(not(feature = "checked"))]
-            let _ = layout;
             #[cfg(all(feature = "misuse-checks", not(feature = "checked")))]
             self.check_boundary(&pr, addr, tag as usize);
+        }
+        // SAFETY: `tag` is the page's class byte; the caller's guarantee.
+        unsafe { self.free_tagged(tag, ptr, layout) }
+    }
+
+    /// Free `ptr`, whose page's class byte is `tag`: to tier 1 if `tag` names a size class,
+    /// else to the page-span path (which reports a page that holds no object).
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate), and `tag` must be the class byte the page map
+    /// holds for `ptr`'s page.
+    #[inline(always)]
+    unsafe fn free_tagged(&self, tag: u8, ptr: *mut u8, layout: Layout) {
+        if is_small(tag) {
             // SAFETY: the page map says the object is of this class; the caller says it is
             // no longer in use.
             unsafe {
@@ -266,7 +279,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                     .free(self.cpu.platform.current_cpu(), ptr.cast(), tag as usize)
             };
         } else {
-            self.free_page_span(tag, addr, layout);
+            self.free_page_span(tag, ptr as usize, layout);
         }
     }
 
@@ -279,15 +292,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     #[inline(never)]
     unsafe fn deallocate_beyond(&self, ptr: *mut u8, layout: Layout) {
         let tag = self.map().class_of(ptr as usize, self.page_shift());
-        if is_small(tag) {
-            // SAFETY: as in `deallocate`.
-            unsafe {
-                self.cpu
-                    .free(self.cpu.platform.current_cpu(), ptr.cast(), tag as usize)
-            };
-        } else {
-            self.free_page_span(tag, ptr as usize, layout);
-        }
+        // SAFETY: as in `deallocate`; `tag` is the page's class byte.
+        unsafe { self.free_tagged(tag, ptr, layout) }
     }
 
     #[cold]
