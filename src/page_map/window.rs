@@ -88,12 +88,17 @@ impl WindowMap {
     }
 
     /// The window index of the page holding `addr`, or `None` outside the window. The
-    /// Acquire load of the length comes first: a nonzero one publishes the rest.
+    /// Acquire load of the length comes first: a nonzero one publishes the rest, the page
+    /// shift among them (the heap's, kept here undecoded).
     #[inline(always)]
-    fn index(&self, addr: usize, page_shift: u32) -> Option<usize> {
+    fn index(&self, addr: usize) -> Option<usize> {
         let len = self.len.load(Ordering::Acquire);
         let off = addr.wrapping_sub(self.base.load(Ordering::Relaxed));
-        (off < len).then_some(off >> page_shift)
+        if off >= len {
+            return None;
+        }
+        // The shift `set_window` checked: below the word size.
+        Some(off >> (self.shift.load(Ordering::Relaxed) & (usize::BITS - 1) as u8))
     }
 
     /// Where `[base, base + bytes)` lies: `Some(true)` inside the window, `Some(false)` wholly
@@ -245,13 +250,7 @@ impl PageMap for WindowMap {
     #[inline(always)]
     fn class_quick(&self, addr: usize, page_shift: u32) -> Option<u8> {
         let _ = page_shift;
-        let len = self.len.load(Ordering::Acquire);
-        let off = addr.wrapping_sub(self.base.load(Ordering::Relaxed));
-        if off >= len {
-            return None;
-        }
-        // The shift `set_window` checked: below the word size.
-        let i = off >> (self.shift.load(Ordering::Relaxed) & (usize::BITS - 1) as u8);
+        let i = self.index(addr)?;
         // SAFETY: `i` is below the window's page count, and the class array holds one byte
         // per page; the Acquire load of the nonzero length in `index` saw it published, and
         // the table stays valid for the source's life.
@@ -260,7 +259,7 @@ impl PageMap for WindowMap {
 
     #[inline(always)]
     fn page(&self, addr: usize, page_shift: u32) -> Option<PageRef<'_>> {
-        let Some(i) = self.index(addr, page_shift) else {
+        let Some(i) = self.index(addr) else {
             return self.page_outside(addr, page_shift);
         };
         // SAFETY: as in `class_of`: `i` indexes both arrays (one entry per page of the
