@@ -364,28 +364,25 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn flush(&self, g: SlotGuard<'_>, class: usize) {
         let g = &g;
         let lists = g.lists();
-        if lists.max_len(class) == 0 {
+        let max = lists.max_len(class);
+        if max == 0 {
             // A fresh (all-zero) list: its first free keeps the object and starts the slow
             // start at one, instead of sending that object back.
             // SAFETY: we are inside the slot; the list holds one object, its new limit.
             unsafe { lists.set_max_len(class, 1) };
-            if lists.capacity() > self.budget.get() {
-                self.enforce_budget(g, class);
-            }
-            return;
-        }
-        let batch = self.central.batch(class);
-        // SAFETY: we are inside the slot.
-        let chain = unsafe { lists.pop_chain(class, batch) };
-        // A list that only ever frees (a consumer) never refills, so its limit grows here,
-        // one per flush up to a batch: its flushes then send whole batches, which the
-        // transfer cache takes as they are.
-        let max = lists.max_len(class);
-        if max < batch {
+        } else {
+            let batch = self.central.batch(class);
             // SAFETY: we are inside the slot.
-            unsafe { lists.set_max_len(class, max + 1) };
+            let chain = unsafe { lists.pop_chain(class, batch) };
+            // A list that only ever frees (a consumer) never refills, so its limit grows
+            // here, one per flush up to a batch: its flushes then send whole batches, which
+            // the transfer cache takes as they are.
+            if max < batch {
+                // SAFETY: we are inside the slot.
+                unsafe { lists.set_max_len(class, max + 1) };
+            }
+            self.release_chain(g, class, chain);
         }
-        self.release_chain(g, class, chain);
         if lists.capacity() > self.budget.get() {
             self.enforce_budget(g, class);
         }
