@@ -122,14 +122,10 @@ impl SlotStats {
     /// Bytes allocated through this slot net of bytes freed through it, given the bytes on
     /// its lists (two's complement: a slot that frees what others allocated goes negative).
     pub(crate) fn net_in_use(&self, listed_bytes: usize) -> usize {
-        self.moved_bytes().wrapping_sub(listed_bytes)
-    }
-
-    /// Bytes taken from the central cache net of bytes given back.
-    pub(crate) fn moved_bytes(&self) -> usize {
         self.refill_bytes
             .load(Ordering::Relaxed)
             .wrapping_sub(self.flush_bytes.load(Ordering::Relaxed))
+            .wrapping_sub(listed_bytes)
     }
 
     /// Frees made through this slot, given the objects on its lists.
