@@ -43,23 +43,40 @@ impl<S: PageSource> Locked<'_, S> {
         let Some(min_bytes) = span_bytes.checked_add(meta_pages * page) else {
             return false;
         };
-        // Prefer a whole growth step; settle for what the span needs.
-        let run = match self
-            .st
-            .source
-            .grow(min_bytes.max(self.geom.grow_bytes), page)
-        {
+        // Prefer a whole growth step; settle for what the span needs. A full map takes no
+        // run, so the source is not asked (a one-run map's source is a static region, which
+        // answers at once).
+        if S::Map::RUNS > 1 && self.map.runs_left() == 0 {
+            return false;
+        }
+        let step = self.growth_step();
+        let run = match self.st.source.grow(min_bytes.max(step), page) {
             Some(run) => run,
-            None if self.geom.grow_bytes > min_bytes => {
-                match self.st.source.grow(min_bytes, page) {
-                    Some(run) => run,
-                    None => return false,
-                }
-            }
+            None if step > min_bytes => match self.st.source.grow(min_bytes, page) {
+                Some(run) => run,
+                None => return false,
+            },
             None => return false,
         };
         add(&self.stats.grows, 1);
         self.add_run(run)
+    }
+
+    /// The bytes a growth asks for: the configured step, or more once the page map runs short
+    /// of runs. A map that can cover `k` more runs asks for 1/`k` of what the heap holds, so
+    /// the heap grows geometrically as the map fills, and a bounded map (a [`FlatMap`]) is
+    /// never filled by small steps while its runs' free space is too scattered to serve a
+    /// large request. A map without a bound keeps the configured step, and so does a map of
+    /// one run (its only growth finds the heap empty); both cases compile to the step alone.
+    ///
+    /// [`FlatMap`]: crate::FlatMap
+    fn growth_step(&self) -> usize {
+        if S::Map::RUNS == usize::MAX || S::Map::RUNS == 1 {
+            return self.geom.grow_bytes;
+        }
+        let held = self.stats.source_bytes.load(Ordering::Relaxed);
+        let left = self.map.runs_left().max(1);
+        self.geom.grow_bytes.max(held / left)
     }
 
     /// Before the heap's first growth: if the page map takes a window, ask the source for
@@ -103,7 +120,7 @@ impl<S: PageSource> Locked<'_, S> {
         } else {
             0
         };
-        if carve >= pages || !self.map.has_room() {
+        if carve >= pages || self.map.runs_left() == 0 {
             // SAFETY: `run` came from this source and the heap has not touched it.
             unsafe { self.st.source.release(run) };
             return false;

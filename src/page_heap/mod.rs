@@ -349,10 +349,11 @@ impl<S: PageSource> Locked<'_, S> {
 mod tests {
     extern crate std;
     use super::*;
-    use crate::page_source::StaticRegion;
+    use crate::page_source::{Run, StaticRegion};
     use crate::span::CLASS_META;
     use crate::sync::DefaultRawMutex;
     use core::mem::MaybeUninit;
+    use core::ptr::NonNull;
     use std::boxed::Box;
     use std::vec::Vec;
 
@@ -496,6 +497,63 @@ mod tests {
         }
         // Everything merged back: one span of all the pages fits again.
         assert!(f.alloc(n, PAGE).is_some());
+    }
+
+    /// Hands out runs of exactly what is asked (page-aligned pieces of a leaked buffer) and
+    /// records each run's length; its page map covers at most four runs.
+    struct Stepwise {
+        next: usize,
+        end: usize,
+        runs: Vec<usize>,
+    }
+
+    // SAFETY: runs are disjoint, page-aligned pieces of a leaked buffer, never taken back.
+    unsafe impl PageSource for Stepwise {
+        type Map = crate::FlatMap<4>;
+
+        fn grow(&mut self, min_bytes: usize, _align: usize) -> Option<Run> {
+            let len = min_bytes.div_ceil(PAGE) * PAGE;
+            if self.end - self.next < len {
+                return None;
+            }
+            let base = NonNull::new(self.next as *mut u8)?;
+            self.next += len;
+            self.runs.push(len);
+            Some(Run { base, len })
+        }
+    }
+
+    #[test]
+    fn growth_steps_rise_as_a_bounded_map_fills() {
+        let bytes = 1024 * PAGE;
+        let buf: &'static mut [MaybeUninit<u8>] = Box::leak(Box::new_uninit_slice(bytes + PAGE));
+        let start = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE);
+        let source = Stepwise {
+            next: start,
+            end: start + bytes,
+            runs: Vec::new(),
+        };
+        let step = 8 * PAGE;
+        let heap: PageHeap<Stepwise, DefaultRawMutex> = PageHeap::new(
+            source,
+            Geometry {
+                page_shift: SHIFT,
+                grow_bytes: step,
+            },
+        );
+        let mut spans = 0;
+        while heap.alloc_span(1, PAGE, 0).is_some() {
+            spans += 1;
+        }
+        let runs = heap.with_source(|s| s.runs.clone());
+        assert_eq!(runs.len(), 4, "the map's four runs are all used");
+        // A map with room for k more runs asks for 1/k of what the heap holds: 8 pages while
+        // that is less than the step (0/4, 8/3, 16/2 pages), then all 24 held for the last.
+        assert_eq!(runs, [step, step, step, 3 * step]);
+        assert!(
+            spans * PAGE > 4 * step,
+            "{spans} one-page spans: more than four steps' worth"
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl<const N: usize> PageMap for FlatMap<N> {
         runs: [FlatRun::EMPTY; N],
     };
     const QUICK_IS_ALL: bool = N == 1;
+    const RUNS: usize = N;
 
     fn meta_bound(pages: usize, page_shift: u32) -> usize {
         let ptr_size = core::mem::size_of::<AtomicPtr<Span>>();
@@ -78,8 +79,8 @@ impl<const N: usize> PageMap for FlatMap<N> {
         pages + pages * ptr_size + ptr_size + live
     }
 
-    fn has_room(&self) -> bool {
-        self.count.load(Ordering::Relaxed) < N
+    fn runs_left(&self) -> usize {
+        N - self.count.load(Ordering::Relaxed)
     }
 
     unsafe fn register(

@@ -54,6 +54,10 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
     #[doc(hidden)]
     const QUICK_IS_ALL: bool = false;
 
+    /// How many runs the map can cover (`usize::MAX`: no bound).
+    #[doc(hidden)]
+    const RUNS: usize = usize::MAX;
+
     /// An upper bound of the metadata bytes that [`register`](Self::register) asks for to
     /// cover `pages` pages.
     #[doc(hidden)]
@@ -68,9 +72,9 @@ pub trait PageMap: sealed::Sealed + Sync + Send + Sized {
         Self::meta_bound(pages, page_shift)
     }
 
-    /// Whether another run can be registered.
+    /// How many more runs can be registered (`usize::MAX`: no bound).
     #[doc(hidden)]
-    fn has_room(&self) -> bool;
+    fn runs_left(&self) -> usize;
 
     /// Cover the pages `[base, base + pages << page_shift)`. Metadata comes from `meta`,
     /// which returns zeroed, exclusively owned memory of the given size and alignment.

@@ -164,8 +164,8 @@ impl PageMap for RadixMap {
         need
     }
 
-    fn has_room(&self) -> bool {
-        true
+    fn runs_left(&self) -> usize {
+        usize::MAX
     }
 
     unsafe fn register(

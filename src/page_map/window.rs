@@ -160,8 +160,8 @@ impl PageMap for WindowMap {
         }
     }
 
-    fn has_room(&self) -> bool {
-        true
+    fn runs_left(&self) -> usize {
+        usize::MAX
     }
 
     unsafe fn register(

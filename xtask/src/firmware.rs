@@ -47,7 +47,7 @@ const BASELINE: &str = "baseline";
 
 /// Flash budget of the cpuheap firmware program over the no-allocator baseline (bytes).
 ///
-/// Today's measured value (9 612 B on rustc 1.95, with `HEAP` in `.bss`: no `.data` image)
+/// Today's measured value (9 648 B on rustc 1.95, with `HEAP` in `.bss`: no `.data` image)
 /// rounded up by about 1%, so that an accidental growth fails `cargo xtask test`. It was
 /// 11 204 B before the flash work of issue 13 (page-heap counters without atomic
 /// read-modify-writes, clean bitmaps compiled out for sources that do not zero-fill, a `u16`
@@ -55,9 +55,11 @@ const BASELINE: &str = "baseline";
 /// the shared counters out of line, word-aligned metadata zeroing, `FlatMap<1>` without its
 /// walk; 9 032 B), tier 1's tail-called slow paths added 200 B and the page heap's bounded
 /// best fit (issue 12: 89.6% -> 94.3% of talc's heap_efficiency arena) 336 B, a fresh list keeping
-/// its first freed object 44 B. The target is 4096 B;
+/// its first freed object 44 B, and the growth step that rises as a bounded page map fills
+/// 36 B (block layout of `grow`; the rule itself compiles out for a one-run map). The target is
+/// 4096 B;
 /// what the rest costs is in README ("Firmware").
-pub const CPUHEAP_FLASH_BUDGET: u64 = 9_664;
+pub const CPUHEAP_FLASH_BUDGET: u64 = 9_744;
 
 /// Bytes of the cpuheap program's `HEAP` (one slot, `Config::small()`,
 /// `CriticalSectionRawMutex`, thumbv7em): today's 2504 B plus about 2%, so that growth fails
