@@ -229,6 +229,40 @@ fn realloc_stays_in_place_within_a_class_and_for_spans() {
 }
 
 #[test]
+fn realloc_shrinks_in_place_down_to_half_the_object() {
+    let h = heap::<1>(16 << 20, Config::new());
+    let object = cpuheap::size_class::class_size(cpuheap::size_class::class_of_size(1000));
+    unsafe {
+        let l = layout(1000, 8);
+        let p = h.alloc(l);
+        fill(p, 1000, 7);
+        let before = h.stats().reallocs_in_place;
+        // Still at least half of the object: the same block (a copy in `checked` builds,
+        // which keep the class exact so that a free with a wrong size is still caught).
+        let half = object / 2;
+        let q = h.realloc(p, l, half);
+        assert!(verify(q, half, 7));
+        let in_place = h.stats().reallocs_in_place - before;
+        if cfg!(feature = "checked") {
+            assert_eq!(in_place, 0);
+        } else {
+            assert_eq!(q, p, "{object} B object shrunk to {half} B moved");
+            assert_eq!(in_place, 1);
+        }
+        // The in-use bytes count the block's whole object; a free names the new size.
+        assert_eq!(h.stats().in_use_bytes, h.usable_size(q).unwrap());
+        let l = layout(half, 8);
+        // Below half: the block moves to a smaller class.
+        let r = h.realloc(q, l, half / 2 - 8);
+        assert_ne!(r, q, "shrunk below half, it should move");
+        assert!(verify(r, half / 2 - 8, 7));
+        h.dealloc(r, layout(half / 2 - 8, 8));
+    }
+    assert_eq!(h.stats().in_use_bytes, 0);
+    h.check_invariants().unwrap();
+}
+
+#[test]
 fn random_operations_keep_their_patterns() {
     for (config, bytes, max) in [
         (Config::small(), 64 * 1024, 3000usize),

@@ -353,7 +353,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
-            if new_class == Some(tag as usize) {
+            if new_class.is_some_and(|c| keeps_in_place(tag as usize, c, new_size)) {
                 st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
                 return ptr;
             }
@@ -478,6 +478,26 @@ unsafe impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> GlobalAl
 }
 
 /// An `Allocator` result: the block at `p` of `size` bytes, or the error for null.
+/// Whether a small object of class `tag` serves a realloc to `new_size` bytes (class
+/// `new_class`) where it is: the class is the same, or the request shrinks and still fills at
+/// least half of the object. A shrink by less than half is not worth a copy (mimalloc and
+/// TCMalloc draw the line at half too); the object keeps its class, so up to half of it is
+/// then slack until it is freed. `checked` builds keep only the same class, so that a free
+/// whose layout names another class is still reported as a size mismatch.
+#[inline]
+fn keeps_in_place(tag: usize, new_class: usize, new_size: usize) -> bool {
+    if new_class == tag {
+        return true;
+    }
+    #[cfg(feature = "checked")]
+    let _ = new_size;
+    #[cfg(not(feature = "checked"))]
+    if new_class < tag && new_size >= class_size(tag) / 2 {
+        return true;
+    }
+    false
+}
+
 fn block(p: *mut u8, size: usize) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
     NonNull::new(p)
         .map(|p| NonNull::slice_from_raw_parts(p, size))

@@ -138,6 +138,7 @@ unsafe impl PageSource for ScribbleSource {
     type Map = FlatMap<64>;
 
     const ZERO_FILLED: bool = true;
+    const DIRECT_RUNS: bool = true;
 
     fn grow(&mut self, min_bytes: usize, align: usize) -> Option<Run> {
         self.bump(min_bytes, align)
