@@ -121,16 +121,17 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
             && class_size(class) >= 2 * core::mem::size_of::<usize>()
     }
 
-    /// Take up to `n` objects of `class`: a whole batch from the transfer cache if `n` is a
-    /// whole batch and one is there, else from the spans, carving a new span when the class
-    /// has none with free objects. Returns fewer (maybe none) only when memory is exhausted.
+    /// Take up to `n` objects (at most a batch) of `class`: from the transfer cache's top
+    /// batch if it has one (a whole batch as it is, or the first `n` of it; fewer when its top
+    /// batch holds fewer), else from the spans, carving a new span when the class has none
+    /// with free objects. Returns none only when memory is exhausted.
     #[inline]
     pub(crate) fn remove_batch(&self, class: usize, n: usize) -> Chain {
         let c = &self.classes[class];
         let mut list = c.list.lock();
-        if n == self.batch(class) && !list.transfer.top().is_null() {
-            // SAFETY: we hold the class lock; the transfer cache holds whole batches of `n`.
-            return unsafe { c.pop_transfer(&mut list, n) };
+        if n > 0 && !list.transfer.top().is_null() {
+            // SAFETY: we hold the class lock and the transfer cache has a batch.
+            return unsafe { c.pop_transfer(&mut list, n, self.batch(class)) };
         }
         c.remove_from_spans(&mut list, class, n, &self.pages, self.min_span_bytes.get())
     }
@@ -151,9 +152,10 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
     pub(crate) unsafe fn insert_batch(&self, class: usize, chain: Chain, transfer: bool) {
         let c = &self.classes[class];
         let mut list = c.list.lock();
+        let batch = self.batch(class);
         if transfer
-            && chain.len == self.batch(class)
-            && c.transfer_count.get() < self.transfer_batches as usize
+            && chain.len == batch
+            && c.transfer_count.get() + batch <= self.transfer_batches as usize * batch
             && self.transfers(class)
         {
             // SAFETY: a whole batch of free objects of at least two words (`transfers`),
@@ -171,10 +173,11 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         for (class, c) in self.classes.iter().enumerate().skip(1) {
             let mut list = c.list.lock();
             while !list.transfer.top().is_null() {
-                // SAFETY: we hold the class lock; the transfer cache's top batch (a whole
-                // batch) is ours to sort into its spans.
+                // SAFETY: we hold the class lock; the transfer cache's top batch is ours to
+                // sort into its spans.
                 unsafe {
-                    let chain = c.pop_transfer(&mut list, self.batch(class));
+                    let batch = self.batch(class);
+                    let chain = c.pop_transfer(&mut list, batch, batch);
                     c.insert_into_spans(&mut list, chain.head, &self.pages, 0);
                 }
             }
@@ -188,9 +191,9 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
         self.sum_bytes(|_, c| c.free_objects.load(Ordering::Relaxed))
     }
 
-    /// Bytes of free objects in the transfer caches (whole batches only).
+    /// Bytes of free objects in the transfer caches.
     pub(crate) fn transfer_bytes(&self) -> usize {
-        self.sum_bytes(|class, c| c.transfer_count.get() * self.batch(class))
+        self.sum_bytes(|_, c| c.transfer_count.get())
     }
 
     fn sum_bytes(&self, objects: impl Fn(usize, &CentralClass<R>) -> usize) -> usize {
@@ -224,17 +227,21 @@ pub(crate) struct CentralClass<R: RawMutex> {
     pub(crate) list: Mutex<R, CentralList>,
     /// Free objects held by this class's spans (including never-carved ones).
     pub(crate) free_objects: AtomicUsize,
-    /// Batches in this class's transfer cache (each a whole batch, so its objects follow).
+    /// Objects in this class's transfer cache.
     pub(crate) transfer_count: TransferCount,
 }
 
-/// A class's transfer cache: the first object of its top batch, or null. Each batch is a
-/// null-terminated chain of one whole batch; the second word of its first object points at
-/// the next batch's first object. (Its count is [`CentralClass::transfer_count`], which
-/// statistics read without the lock.)
+/// A class's transfer cache: a stack of batches, each a null-terminated chain whose first
+/// object points at the next batch's first object with its second word. Every batch is a
+/// whole batch except perhaps the top one, which a refill of fewer objects than a batch
+/// shortens (so a short refill still takes its objects in O(1) lock holds, not from the
+/// spans); a whole batch pushed onto a short top goes under it. (The object count is
+/// [`CentralClass::transfer_count`], which statistics read without the lock.)
 #[cfg(feature = "transfer-cache")]
 pub(crate) struct TransferStack {
     top: *mut FreeObj,
+    /// Objects in the top batch (0 when empty).
+    top_len: usize,
 }
 
 /// Without feature `transfer-cache`: no bytes, always empty (firmware with one CPU slot has
@@ -247,14 +254,21 @@ impl TransferStack {
     pub(crate) const BUILT: bool = true;
     const EMPTY: Self = Self {
         top: ptr::null_mut(),
+        top_len: 0,
     };
     /// The first object of the top batch, or null.
     #[inline(always)]
     pub(crate) fn top(&self) -> *mut FreeObj {
         self.top
     }
-    fn set(&mut self, top: *mut FreeObj) {
+    /// Objects in the top batch.
+    #[inline(always)]
+    pub(crate) fn top_len(&self) -> usize {
+        self.top_len
+    }
+    fn set(&mut self, top: *mut FreeObj, top_len: usize) {
         self.top = top;
+        self.top_len = top_len;
     }
 }
 
@@ -266,7 +280,11 @@ impl TransferStack {
     pub(crate) fn top(&self) -> *mut FreeObj {
         ptr::null_mut()
     }
-    fn set(&mut self, _top: *mut FreeObj) {
+    #[inline(always)]
+    pub(crate) fn top_len(&self) -> usize {
+        0
+    }
+    fn set(&mut self, _top: *mut FreeObj, _top_len: usize) {
         unreachable!("no transfer cache is built")
     }
 }
@@ -333,35 +351,67 @@ impl<R: RawMutex> CentralClass<R> {
         }
     }
 
-    /// Push a whole batch onto the transfer cache.
+    /// Push a whole batch onto the transfer cache: on top, or under a shortened top batch
+    /// (so that only the top is ever short).
     ///
     /// # Safety
     /// `list` must be this class's list (its lock held); `chain` a null-terminated chain of
-    /// free objects of this class, each at least two words, owned by the caller.
+    /// free objects of this class, each at least two words, owned by the caller, and a whole
+    /// batch.
     unsafe fn push_transfer(&self, list: &mut CentralList, chain: Chain) {
-        // SAFETY: the first object is free, ours, and has a second word.
-        unsafe { *batch_link(chain.head) = list.transfer.top() };
-        list.transfer.set(chain.head);
-        self.transfer_count.add(1);
+        let top = list.transfer.top();
+        // SAFETY: the chain's first object and every batch's first object are free objects
+        // of two words or more (the caller's guarantee for the chain, `transfers` for those
+        // already there); the lock makes them ours to relink.
+        unsafe {
+            if !top.is_null() && list.transfer.top_len() < chain.len {
+                *batch_link(chain.head) = *batch_link(top);
+                *batch_link(top) = chain.head;
+            } else {
+                *batch_link(chain.head) = top;
+                list.transfer.set(chain.head, chain.len);
+            }
+        }
+        self.transfer_count.add(chain.len);
     }
 
-    /// Pop the top batch of the transfer cache, which must not be empty; `len` is its length
-    /// (a whole batch), as the returned chain reports it.
+    /// Take up to `n` objects (`1 <= n`) off the top batch of the transfer cache, which must
+    /// not be empty: the whole top batch if it holds at most `n`, else its first `n` (a walk
+    /// of `n` links), leaving the rest as a shorter top. `batch` is a whole batch's length.
     ///
     /// # Safety
     /// `list` must be this class's list (its lock held), with a batch in its transfer cache.
-    unsafe fn pop_transfer(&self, list: &mut CentralList, len: usize) -> Chain {
+    unsafe fn pop_transfer(&self, list: &mut CentralList, n: usize, batch: usize) -> Chain {
         let head = list.transfer.top();
+        let len = list.transfer.top_len();
         // SAFETY: the top batch's first object links the next batch in its second word.
         let next = unsafe { *batch_link(head) };
-        list.transfer.set(next);
-        self.transfer_count.add(1usize.wrapping_neg());
-        Chain {
-            head,
-            // Not tracked; a refill pushes the chain onto an empty list and needs no tail.
-            tail: ptr::null_mut(),
-            len,
+        if n >= len {
+            list.transfer
+                .set(next, if next.is_null() { 0 } else { batch });
+            self.transfer_count.add(len.wrapping_neg());
+            return Chain {
+                head,
+                // Not tracked; a refill pushes the chain onto an empty list and needs no tail.
+                tail: ptr::null_mut(),
+                len,
+            };
         }
+        let mut tail = head;
+        // SAFETY: the top batch holds `len > n` free objects linked through their first word;
+        // the one after the `n`th becomes the top, linking the next batch as the old top did
+        // (it is a free object of this class, so of two words or more).
+        unsafe {
+            for _ in 1..n {
+                tail = (*tail).next;
+            }
+            let rest = (*tail).next;
+            (*tail).next = ptr::null_mut();
+            *batch_link(rest) = next;
+            list.transfer.set(rest, len - n);
+        }
+        self.transfer_count.add(n.wrapping_neg());
+        Chain { head, tail, len: n }
     }
 
     /// Take up to `n` objects of `class` from its spans; gets a new span from the page heap
@@ -614,14 +664,16 @@ mod tests {
         c
     }
 
+    /// Whole batches in the transfer cache, reserved empty spans, spans, objects in the
+    /// transfer cache.
     fn held(cache: &Cache, class: usize) -> (u16, u16, usize, usize) {
         let list = cache.classes[class].list.lock();
         let c = &cache.classes[class];
         (
-            c.transfer_count.get() as u16,
+            (c.transfer_count.get() / cache.batch(class)) as u16,
             list.empty,
             list.spans,
-            c.transfer_count.get() * cache.batch(class),
+            c.transfer_count.get(),
         )
     }
 
@@ -710,7 +762,7 @@ mod tests {
 
     #[test]
     #[cfg(feature = "transfer-cache")]
-    fn batches_that_are_not_whole_skip_the_transfer_cache() {
+    fn short_batches_skip_the_transfer_cache_and_short_refills_shorten_its_top() {
         let cache = cache(4, 0);
         let class = class_of_size(64);
         let batch = cache.batch(class);
@@ -718,24 +770,35 @@ mod tests {
         // A short batch (a drain, or a flush during slow start) is sorted into its spans.
         // SAFETY: objects from `remove_batch`, returned once.
         unsafe { cache.insert_batch(class, chain_of(&a[..batch - 1]), true) };
-        assert_eq!(held(cache, class).0, 0);
-        // A refill that wants less than a whole batch is served from the spans even when the
-        // transfer cache has one.
+        assert_eq!(held(cache, class).3, 0);
         // SAFETY: as above.
         unsafe { cache.insert_batch(class, chain_of(&a[batch - 1..]), true) };
         let b = objects(&cache.remove_batch(class, batch));
+        let d = objects(&cache.remove_batch(class, batch));
         // SAFETY: as above.
         unsafe { cache.insert_batch(class, chain_of(&b), true) };
         assert_eq!(held(cache, class).0, 1);
+        // A refill that wants less than a batch takes the first objects of the top batch.
         let c = cache.remove_batch(class, 3);
-        assert_eq!(c.len, 3);
+        assert_eq!(objects(&c), b[..3]);
         assert_eq!(
-            held(cache, class).0,
-            1,
-            "a short refill left the batch alone"
+            held(cache, class).3,
+            batch - 3,
+            "the rest stays as a short top"
         );
+        // A whole batch goes under the short top, so only the top is ever short.
         // SAFETY: as above.
-        unsafe { cache.insert_batch(class, c, true) };
+        unsafe { cache.insert_batch(class, chain_of(&d), true) };
+        assert_eq!(held(cache, class).3, 2 * batch - 3);
+        let top = cache.remove_batch(class, batch);
+        assert_eq!(objects(&top), b[3..], "the short top, as it is");
+        assert_eq!(objects(&cache.remove_batch(class, batch)), d);
+        assert_eq!(held(cache, class).3, 0);
+        // SAFETY: as above.
+        unsafe {
+            cache.insert_batch(class, c, true);
+            cache.insert_batch(class, top, true);
+        }
         // 8-byte objects on a 64-bit target have no word to link batches with.
         let tiny = class_of_size(8);
         let t = cache.remove_batch(tiny, cache.batch(tiny));
@@ -775,7 +838,15 @@ mod tests {
             "the reserved span and the transfer batch's span"
         );
         assert!(cache.pages.stats.spans_freed.load(Ordering::Relaxed) > freed_before);
-        // A refill takes the reserved span before carving a new one.
+        // A refill takes the transfer cache's batch first, then the reserved span before
+        // carving a new one.
+        let t = if TransferStack::BUILT {
+            let t = cache.remove_batch(class, batch);
+            assert_eq!((t.len, held(cache, class).1), (batch, 1));
+            t
+        } else {
+            Chain::EMPTY
+        };
         let allocated = cache.pages.stats.spans_allocated.load(Ordering::Relaxed);
         let c = cache.remove_batch(class, 5);
         assert_eq!(held(cache, class).1, 0, "the reserved span is in use again");
@@ -784,7 +855,12 @@ mod tests {
             allocated
         );
         // SAFETY: as above.
-        unsafe { cache.insert_batch(class, c, true) };
+        unsafe {
+            cache.insert_batch(class, c, true);
+            if t.len > 0 {
+                cache.insert_batch(class, t, true);
+            }
+        }
         // The out-of-memory drain gives everything back.
         cache.release_held();
         assert_eq!(held(cache, class), (0, 0, 0, 0));

@@ -161,9 +161,11 @@ mod models {
         spans: Vec<SpanRec>,
         /// `CentralClass::free_objects`.
         free_objects: usize,
-        /// `CentralList::transfer` / `transfer_len`: whole batches, each linked to the next
-        /// through the second word of its first object.
+        /// `CentralList::transfer`: batches, each linked to the next through the second word
+        /// of its first object; all whole but perhaps the top, of `top_len` objects.
+        /// `transfer_len` is `CentralClass::transfer_count`, the objects held.
         transfer: usize,
+        top_len: usize,
         transfer_len: usize,
     }
 
@@ -239,6 +241,7 @@ mod models {
                     ],
                     free_objects: 0,
                     transfer: NIL,
+                    top_len: 0,
                     transfer_len: 0,
                 }),
                 page_heap: Mutex::new(PageHeap {
@@ -289,15 +292,31 @@ mod models {
 
         // ----- central cache (src/central_cache.rs) -----------------------------------
 
-        /// `CentralCache::remove_batch`: a whole batch from the transfer cache if `n` is one
-        /// and one is there (`pop_transfer`), else up to `n` objects from the spans as a chain
-        /// linked through them (`remove_from_spans`).
+        /// `CentralCache::remove_batch`: from the transfer cache's top batch if there is one
+        /// (`pop_transfer`: all of it if it holds at most `n`, else its first `n`, the rest
+        /// staying as a shorter top), else up to `n` objects from the spans as a chain linked
+        /// through them (`remove_from_spans`).
         fn remove_batch(&self, n: usize) -> (usize, usize) {
             let mut c = self.central.lock().unwrap();
-            if n == self.batch && c.transfer != NIL {
-                let head = c.transfer;
-                c.transfer = self.batch_link(head);
-                c.transfer_len -= 1;
+            if n > 0 && c.transfer != NIL {
+                let (head, len) = (c.transfer, c.top_len);
+                let next = self.batch_link(head);
+                if n >= len {
+                    c.transfer = next;
+                    c.top_len = if next == NIL { 0 } else { self.batch };
+                    c.transfer_len -= len;
+                    return (head, len);
+                }
+                let mut tail = head;
+                for _ in 1..n {
+                    tail = self.link(tail);
+                }
+                let rest = self.link(tail);
+                self.set_link(tail, NIL);
+                self.set_batch_link(rest, next);
+                c.transfer = rest;
+                c.top_len = len - n;
+                c.transfer_len -= n;
                 return (head, n);
             }
             let (mut head, mut len) = (NIL, 0);
@@ -344,14 +363,21 @@ mod models {
             (head, len)
         }
 
-        /// `CentralCache::insert_batch`: a whole batch onto the transfer cache if there is
-        /// room (`push_transfer`), else the objects back into their spans.
+        /// `CentralCache::insert_batch`: a whole batch into the transfer cache if there is
+        /// room (`push_transfer`: on top, or under a short top), else the objects back into
+        /// their spans.
         fn insert_batch(&self, head: usize, len: usize) {
             let mut c = self.central.lock().unwrap();
-            if len == self.batch && c.transfer_len < self.transfer_cap {
-                self.set_batch_link(head, c.transfer);
-                c.transfer = head;
-                c.transfer_len += 1;
+            if len == self.batch && c.transfer_len + len <= self.transfer_cap * self.batch {
+                if c.transfer != NIL && c.top_len < len {
+                    self.set_batch_link(head, self.batch_link(c.transfer));
+                    self.set_batch_link(c.transfer, head);
+                } else {
+                    self.set_batch_link(head, c.transfer);
+                    c.transfer = head;
+                    c.top_len = len;
+                }
+                c.transfer_len += len;
                 return;
             }
             self.insert_into_spans(&mut c, head);
@@ -363,7 +389,8 @@ mod models {
             while c.transfer != NIL {
                 let head = c.transfer;
                 c.transfer = self.batch_link(head);
-                c.transfer_len -= 1;
+                c.transfer_len -= c.top_len;
+                c.top_len = if c.transfer == NIL { 0 } else { self.batch };
                 self.insert_into_spans(&mut c, head);
             }
         }

@@ -209,33 +209,35 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         c: &CentralClass<R>,
     ) -> Result<usize, InvariantError> {
         let batch = self.cpu.central.batch(class);
-        let (mut batches, mut objects) = (0usize, 0usize);
+        let mut objects = 0usize;
         let mut b = list.transfer.top();
+        // The top batch holds `top_len` objects (1 to a batch); every other one a batch.
+        let mut expect = list.transfer.top_len();
+        if b.is_null() != (expect == 0) || expect > batch {
+            return broken("transfer cache's top length out of range", class);
+        }
         while !b.is_null() {
-            batches += 1;
-            if batches > c.transfer_count.get() {
-                return broken("transfer cache longer than its count", b as usize);
-            }
             let mut n = 0usize;
             let mut o = b;
             while !o.is_null() {
                 self.check_object(o as usize, class)?;
                 n += 1;
-                if n > batch {
-                    return broken("transfer batch longer than a batch", b as usize);
+                if n > expect || objects + n > c.transfer_count.get() {
+                    return broken("transfer batch longer than it should be", b as usize);
                 }
                 // SAFETY: objects of a transfer batch are free and hold their link.
                 o = unsafe { (*o).next };
             }
-            if n != batch {
-                return broken("transfer batch shorter than a batch", b as usize);
+            if n != expect {
+                return broken("transfer batch shorter than it should be", b as usize);
             }
             objects += n;
+            expect = batch;
             // SAFETY: a batch's first object holds the next batch in its second word (the
             // class has two-word objects, or its transfer cache would be empty).
             b = unsafe { *batch_link(b) };
         }
-        if batches != c.transfer_count.get() {
+        if objects != c.transfer_count.get() {
             return broken("transfer cache counters disagree with its batches", class);
         }
         Ok(objects * class_size(class))
