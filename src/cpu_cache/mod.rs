@@ -592,15 +592,36 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     fn sweep_vacated_slow(&self, v: usize) {
         self.seen_vacated.store(v, Ordering::Relaxed);
         for (i, slot) in self.slots.iter().enumerate().take(Self::OWNED) {
-            if slot.lists.capacity() == 0 || !self.platform.hold_vacant(i) {
+            // An emptied slot keeps its limits (see `empty_lists`), so its contents, not its
+            // capacity, say whether there is anything to drain.
+            if slot.lists.capacity() == 0
+                || slot.lists.contents().0 == 0
+                || !self.platform.hold_vacant(i)
+            {
                 continue;
             }
             // No context can claim the slot while it is held, so no owner can be inside: the
             // remote flag only keeps other remote operations out, and no barrier is needed.
             if let Some(g) = slot.enter_remote(|| true) {
-                self.drain_slot(&g);
+                self.empty_lists(&g);
             }
             self.platform.release_vacant(i);
+        }
+    }
+
+    /// Send back everything the slot's lists hold, keeping their limits: the next context
+    /// to own the slot (a new thread, on a platform that hands out the lowest free index)
+    /// refills whole batches at once instead of slowly starting every class from one object.
+    /// A limit holds no memory; the budget bounds the limits as before.
+    fn empty_lists(&self, g: &SlotGuard<'_>) {
+        let lists = g.lists();
+        for c in 1..NUM_CLASSES {
+            let n = lists.len(c);
+            if n > 0 {
+                // SAFETY: we are inside the slot.
+                let chain = unsafe { lists.pop_chain(c, n) };
+                self.release_chain(g, c, chain);
+            }
         }
     }
 }
