@@ -33,6 +33,8 @@ const _: () = {
     // Class bytes 1..NUM_CLASSES name size classes; the special tags lie above them all.
     assert!(NUM_CLASSES - 1 < CLASS_FREED as usize);
     assert!(CLASS_FREED < CLASS_META && CLASS_META < CLASS_LARGE && CLASS_NONE == 0);
+    // The heap's `is_small` reads a class byte's sign: size classes below 0x80, tags above.
+    assert!(NUM_CLASSES <= 0x80 && CLASS_FREED >= 0x80);
     // The record sizes the documentation and the metadata budgets quote (ARCHITECTURE.md,
     // `Config::min_span_bytes`): 28 bytes on 32-bit targets, 48 on 64-bit.
     #[cfg(target_pointer_width = "32")]

@@ -40,10 +40,12 @@ use crate::span::{CLASS_FREED, CLASS_LARGE, CLASS_META, CLASS_NONE};
 use crate::stats::Stats;
 use crate::sync::{DefaultRawMutex, Ordering};
 
-/// Whether a page-map class byte names a size class (1..NUM_CLASSES).
+/// Whether a page-map class byte names a size class (1..NUM_CLASSES). The map holds only
+/// those, `CLASS_NONE` (0) and the tags from 0x80 up (checked in `span.rs`), so the test is
+/// the byte's sign: one `test` and a branch on the free path.
 #[inline(always)]
 fn is_small(tag: u8) -> bool {
-    (tag as usize).wrapping_sub(1) < NUM_CLASSES - 1
+    (tag as i8) > 0
 }
 
 /// A TCMalloc-style heap: `CPUS` per-CPU caches over a lock-striped central cache over a
@@ -273,8 +275,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     unsafe fn free_tagged(&self, tag: u8, ptr: *mut u8, layout: Layout) {
         if is_small(tag) {
             // SAFETY: the page map says the object is of this class; the caller says it is
-            // no longer in use.
+            // no longer in use. A positive class byte is below `NUM_CLASSES` (the map holds
+            // no others, see `is_small`), which lets the lists index without a bounds check.
             unsafe {
+                core::hint::assert_unchecked((tag as usize) < NUM_CLASSES);
                 self.cpu
                     .free(self.cpu.platform.current_cpu(), ptr.cast(), tag as usize)
             };
