@@ -42,7 +42,14 @@ pub(crate) struct FreeLists {
     limit: [PlainU16; NUM_CLASSES],
     /// Bytes the limits allow: the sum over classes of limit × class size.
     pub(crate) capacity: PlainUsize,
+    /// A bit per class whose limit is not 0, so that the walks over a slot's classes (the
+    /// budget's shrink, a drain) visit only those: with a small budget the shrink runs on
+    /// many refills, and a walk over every class cost more than the refill.
+    active: [PlainUsize; ACTIVE_WORDS],
 }
+
+/// Words of [`FreeLists::active`].
+const ACTIVE_WORDS: usize = NUM_CLASSES.div_ceil(usize::BITS as usize);
 
 // SAFETY: `heads` is only accessed by the context inside the slot (every method that touches
 // it is `unsafe` with that requirement); the other fields are atomics.
@@ -61,6 +68,25 @@ impl FreeLists {
             room: [const { PlainI16::new(0) }; NUM_CLASSES],
             limit: [const { PlainU16::new(0) }; NUM_CLASSES],
             capacity: PlainUsize::new(0),
+            active: [const { PlainUsize::new(0) }; ACTIVE_WORDS],
+        }
+    }
+
+    /// The lowest class in `lo..hi` whose limit is not 0.
+    pub(crate) fn first_active(&self, lo: usize, hi: usize) -> Option<usize> {
+        let bits = usize::BITS as usize;
+        let mut w = lo / bits;
+        let mut word = self.active.get(w)?.load(Ordering::Relaxed) & (usize::MAX << (lo % bits));
+        loop {
+            if word != 0 {
+                let c = w * bits + word.trailing_zeros() as usize;
+                return (c < hi).then_some(c);
+            }
+            w += 1;
+            if w * bits >= hi {
+                return None;
+            }
+            word = self.active.get(w)?.load(Ordering::Relaxed);
         }
     }
 
@@ -131,6 +157,23 @@ impl FreeLists {
             .capacity()
             .wrapping_add((new.wrapping_sub(old)).wrapping_mul(class_size(class)));
         self.capacity.store(cap, Ordering::Relaxed);
+        if (old == 0) != (new == 0) {
+            // SAFETY: the caller is inside the slot.
+            unsafe { self.flip_active(class) };
+        }
+    }
+
+    /// Flip `class`'s bit in the set of classes with a limit.
+    ///
+    /// # Safety
+    /// The caller must be inside the slot.
+    pub(crate) unsafe fn flip_active(&self, class: usize) {
+        let bits = usize::BITS as usize;
+        let w = &self.active[class / bits];
+        w.store(
+            w.load(Ordering::Relaxed) ^ (1 << (class % bits)),
+            Ordering::Relaxed,
+        );
     }
 
     /// After a refill: raise the limit by one up to a batch, then by a batch up to `cap`.
@@ -265,6 +308,31 @@ mod tests {
             assert!(l.pop(C).is_null());
             assert_eq!(l.len(C), 0);
         }
+    }
+
+    #[test]
+    fn the_active_set_follows_the_limits_across_words() {
+        let l = FreeLists::new();
+        let last = NUM_CLASSES - 1;
+        assert_eq!(l.first_active(1, NUM_CLASSES), None);
+        // SAFETY: the test is the slot's only context.
+        unsafe {
+            for c in [1, 63, 64, last] {
+                l.set_max_len(c, 5);
+            }
+            // Raising a limit that is already set leaves the bit alone.
+            l.set_max_len(63, 9);
+        }
+        assert_eq!(l.first_active(1, NUM_CLASSES), Some(1));
+        assert_eq!(l.first_active(2, NUM_CLASSES), Some(63));
+        assert_eq!(l.first_active(64, NUM_CLASSES), Some(64));
+        assert_eq!(l.first_active(65, NUM_CLASSES), Some(last));
+        assert_eq!(l.first_active(2, 63), None, "the upper bound is exclusive");
+        assert_eq!(l.first_active(65, last), None);
+        // SAFETY: as above.
+        unsafe { l.set_max_len(63, 0) };
+        assert_eq!(l.first_active(2, NUM_CLASSES), Some(64));
+        assert_eq!(l.first_active(NUM_CLASSES, NUM_CLASSES), None);
     }
 
     #[test]

@@ -401,15 +401,16 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// new limit, until the slot's capacity is at most `target`.
     fn shrink(&self, g: &SlotGuard<'_>, class: usize, empty: bool, target: usize) {
         let lists = g.lists();
-        for i in 1..NUM_CLASSES {
-            if lists.capacity() <= target {
-                break;
-            }
-            let c = 1 + (class - 1 + i) % (NUM_CLASSES - 1);
-            let max = lists.max_len(c);
-            // A list with limit 0 is empty (see `drain_slot`).
-            if max > 0 {
-                let keep = if empty { 0 } else { max / 2 };
+        // The classes with a limit (a list with limit 0 is empty, see `drain_slot`): those
+        // after `class`, then those up to it.
+        for (lo, hi) in [(class + 1, NUM_CLASSES), (1, class + 1)] {
+            let mut next = lo;
+            while let Some(c) = lists.first_active(next, hi) {
+                if lists.capacity() <= target {
+                    return;
+                }
+                next = c + 1;
+                let keep = if empty { 0 } else { lists.max_len(c) / 2 };
                 // SAFETY: we are inside the slot.
                 let chain = unsafe {
                     lists.set_max_len(c, keep);
@@ -615,7 +616,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// A limit holds no memory; the budget bounds the limits as before.
     fn empty_lists(&self, g: &SlotGuard<'_>) {
         let lists = g.lists();
-        for c in 1..NUM_CLASSES {
+        let mut next = 1;
+        while let Some(c) = lists.first_active(next, NUM_CLASSES) {
+            next = c + 1;
             let n = lists.len(c);
             if n > 0 {
                 // SAFETY: we are inside the slot.

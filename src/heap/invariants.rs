@@ -123,6 +123,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                 }
                 bytes += n * class_size(class);
                 capacity += limit * class_size(class);
+                if (limit > 0) != (lists.first_active(class, class + 1) == Some(class)) {
+                    return broken("CPU active-class bit disagrees with its limit", class);
+                }
             }
             if capacity != lists.capacity() {
                 return broken("CPU capacity counter disagrees with its limits", capacity);
@@ -423,6 +426,27 @@ mod tests {
         let e = h.check_invariants().unwrap_err();
         assert_eq!(e.what, "CPU capacity counter disagrees with its limits");
         add_owned(cap, 8usize.wrapping_neg());
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn invariant_check_catches_a_wrong_active_class_bit() {
+        let h = heap();
+        let l = Layout::from_size_align(64, 8).unwrap();
+        let p = h.allocate(l);
+        // SAFETY: allocated just above.
+        unsafe { h.deallocate(p, l) };
+        h.check_invariants().unwrap();
+        let lists = &h.cpu.slots[0].lists;
+        let c = lists
+            .first_active(1, NUM_CLASSES)
+            .expect("the freed object's class has a limit");
+        // SAFETY: the test is the only context, so it is "inside" the slot.
+        unsafe { lists.flip_active(c) };
+        let e = h.check_invariants().unwrap_err();
+        assert_eq!(e.what, "CPU active-class bit disagrees with its limit");
+        // SAFETY: as above.
+        unsafe { lists.flip_active(c) };
         h.check_invariants().unwrap();
     }
 
