@@ -413,14 +413,21 @@ mod tests {
         h
     }
 
-    #[test]
-    fn invariant_check_catches_a_wrong_capacity_counter() {
+    /// A fresh heap whose slot caches one freed 64-byte object (so its class has a limit),
+    /// checked whole.
+    fn heap_with_a_cached_object() -> &'static TestHeap {
         let h = heap();
         let l = Layout::from_size_align(64, 8).unwrap();
         let p = h.allocate(l);
         // SAFETY: allocated just above.
         unsafe { h.deallocate(p, l) };
         h.check_invariants().unwrap();
+        h
+    }
+
+    #[test]
+    fn invariant_check_catches_a_wrong_capacity_counter() {
+        let h = heap_with_a_cached_object();
         let cap = &h.cpu.slots[0].lists.capacity;
         add_owned(cap, 8);
         let e = h.check_invariants().unwrap_err();
@@ -431,12 +438,7 @@ mod tests {
 
     #[test]
     fn invariant_check_catches_a_wrong_active_class_bit() {
-        let h = heap();
-        let l = Layout::from_size_align(64, 8).unwrap();
-        let p = h.allocate(l);
-        // SAFETY: allocated just above.
-        unsafe { h.deallocate(p, l) };
-        h.check_invariants().unwrap();
+        let h = heap_with_a_cached_object();
         let lists = &h.cpu.slots[0].lists;
         let c = lists
             .first_active(1, NUM_CLASSES)
