@@ -73,6 +73,8 @@ pub trait Platform: Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExclusiveSlots {
     pub(crate) shared: usize,
+    /// Every context runs on one core (see [`on_one_core`](Self::on_one_core)).
+    pub(crate) one_core: bool,
 }
 
 impl ExclusiveSlots {
@@ -89,7 +91,26 @@ impl ExclusiveSlots {
     /// sends such a handler to the central cache). A thread that owns an index, a CPU whose
     /// code runs with preemption disabled, or a single core all qualify.
     pub const unsafe fn new(shared: usize) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            one_core: false,
+        }
+    }
+
+    /// [`new(0)`](Self::new) for a heap that only one core ever runs: every slot is owned,
+    /// and the owner enters and leaves with plain loads and stores ordered by compiler fences
+    /// alone, with no memory barrier (a `dmb` on Arm), since a core sees its own accesses,
+    /// and those of the handlers that interrupt it, in program order.
+    ///
+    /// # Safety
+    /// As for [`new`](Self::new), and no second core (or other bus master) touches the heap
+    /// while the program runs: the only contexts are the program and the interrupt handlers
+    /// of its one core.
+    pub const unsafe fn on_one_core() -> Self {
+        Self {
+            shared: 0,
+            one_core: true,
+        }
     }
 }
 
@@ -225,7 +246,7 @@ impl<H: FatalHook> Platform for SingleCore<H> {
 
     // SAFETY: `SingleCore` is only made through its `unsafe` constructors, whose callers
     // promise one core: the only contexts are the program and the handlers that interrupt it.
-    const EXCLUSIVE: Option<ExclusiveSlots> = Some(unsafe { ExclusiveSlots::new(0) });
+    const EXCLUSIVE: Option<ExclusiveSlots> = Some(unsafe { ExclusiveSlots::on_one_core() });
 
     fn remote_barrier(&self) -> bool {
         // One core sees its own stores in program order; only the compiler must not reorder.

@@ -163,10 +163,13 @@ impl SlotLock {
     }
 
     /// The owner enters; `false` if it is already inside (an interrupt or signal handler
-    /// that re-entered the heap) or a remote operation is.
+    /// that re-entered the heap) or a remote operation is. `one_core`: every context that
+    /// uses the slot runs on one core ([`ExclusiveSlots::on_one_core`]).
+    ///
+    /// [`ExclusiveSlots::on_one_core`]: crate::ExclusiveSlots::on_one_core
     #[inline(always)]
-    pub(crate) fn enter_owned(&self) -> bool {
-        match self.try_enter_owned() {
+    pub(crate) fn enter_owned(&self, one_core: bool) -> bool {
+        match self.try_enter_owned(one_core) {
             Ok(()) => true,
             Err(b) => {
                 self.back_off(b);
@@ -180,7 +183,7 @@ impl SlotLock {
     /// (The fast paths do that in a tail-called slow path, so that they make no call that
     /// returns.)
     #[inline(always)]
-    pub(crate) fn try_enter_owned(&self) -> Result<(), BackOff> {
+    pub(crate) fn try_enter_owned(&self, one_core: bool) -> Result<(), BackOff> {
         // Whether this context interrupted itself inside the slot. The flag is set before
         // it is tested, so one branch serves both tests: a re-entering handler stores the
         // `true` that is already there, and must not clear it when it backs off.
@@ -191,10 +194,27 @@ impl SlotLock {
         // processor's reordering is ruled out by the remote side's heavy barrier.
         #[cfg(not(loom))]
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if inside | plain(&self.remote).load(Ordering::Acquire) {
+        if inside | self.remote_for_owner(one_core) {
             return Err(BackOff { inside });
         }
         Ok(())
+    }
+
+    /// The `remote` flag as the owner reads it on entry. With several cores, Acquire: a
+    /// remote operation's writes to the lists happen before it clears the flag. On one core
+    /// the only other contexts are handlers that interrupt this one and finish first, and the
+    /// core sees its own accesses in program order; a compiler fence (the fence for a context
+    /// that races with itself) then does what Acquire would, without a `dmb`.
+    #[inline(always)]
+    fn remote_for_owner(&self, one_core: bool) -> bool {
+        if one_core {
+            let r = plain(&self.remote).load(Ordering::Relaxed);
+            #[cfg(not(loom))]
+            core::sync::atomic::compiler_fence(Ordering::Acquire);
+            r
+        } else {
+            plain(&self.remote).load(Ordering::Acquire)
+        }
     }
 
     /// The owner found the slot in use: undo its store of `busy` unless it was already set
@@ -214,10 +234,18 @@ impl SlotLock {
         !self.busy.swap(true, Ordering::Acquire)
     }
 
-    /// Leave after [`enter_owned`](Self::enter_owned).
+    /// Leave after [`enter_owned`](Self::enter_owned): Release, so that whoever enters next
+    /// sees the lists as the owner left them (on one core, a compiler fence; see
+    /// [`remote_for_owner`](Self::remote_for_owner)).
     #[inline(always)]
-    pub(crate) fn leave_owned(&self) {
-        plain(&self.busy).store(false, Ordering::Release);
+    pub(crate) fn leave_owned(&self, one_core: bool) {
+        if one_core {
+            #[cfg(not(loom))]
+            core::sync::atomic::compiler_fence(Ordering::Release);
+            plain(&self.busy).store(false, Ordering::Relaxed);
+        } else {
+            plain(&self.busy).store(false, Ordering::Release);
+        }
     }
 
     /// Leave after [`enter_shared`](Self::enter_shared).

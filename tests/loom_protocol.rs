@@ -61,7 +61,9 @@ fn loom_models_mirror_the_source() {
     assert!(
         sync.contains("busy.store(true, Ordering::Relaxed);")
             && sync.contains("compiler_fence(Ordering::SeqCst)")
-            && sync.contains("if inside | plain(&self.remote).load(Ordering::Acquire) {")
+            && sync.contains("if inside | self.remote_for_owner(one_core) {")
+            && sync.contains("plain(&self.remote).load(Ordering::Acquire)")
+            && sync.contains("plain(&self.busy).store(false, Ordering::Release);")
             && sync.contains("if self.busy.load(Ordering::Acquire) {"),
         "SlotLock owned/remote protocol changed: update tests/loom_protocol.rs (owned)"
     );

@@ -67,6 +67,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         _ => 0,
     };
 
+    /// Whether the platform runs every context on one core, so an owner needs no memory
+    /// barrier (`ExclusiveSlots::on_one_core`).
+    const ONE_CORE: bool = match P::EXCLUSIVE {
+        Some(e) => e.one_core,
+        None => false,
+    };
+
     pub(crate) const fn new(central: CentralCache<S, R>, platform: P, budget: usize) -> Self {
         Self {
             slots: [const { CpuSlot::new() }; CPUS],
@@ -107,7 +114,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             if cpu < Self::OWNED {
                 // SAFETY: the platform promises (`ExclusiveSlots::new`) that an index below
                 // `OWNED` names a slot only this context uses during this call.
-                return unsafe { self.slots[cpu].enter_owned() };
+                return unsafe { self.slots[cpu].enter_owned(Self::ONE_CORE) };
             }
             if CPUS == Self::OWNED {
                 return None;
@@ -126,7 +133,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         }
         if index == me {
             // SAFETY: `me` is the caller's own CPU index, which names `index` (see `enter`).
-            return unsafe { slot.enter_owned() };
+            return unsafe { slot.enter_owned(Self::ONE_CORE) };
         }
         slot.enter_remote(|| self.platform.remote_barrier())
     }
@@ -151,7 +158,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         if cpu < Self::OWNED {
             // SAFETY: the platform promises (`ExclusiveSlots::new`) that an index below
             // `OWNED` names a slot only this context uses during this call.
-            return match unsafe { self.slots[cpu].try_enter_owned() } {
+            return match unsafe { self.slots[cpu].try_enter_owned(Self::ONE_CORE) } {
                 Ok(g) => self.alloc_in(g, class),
                 Err(b) => self.alloc_backed_off(cpu, class, b),
             };
@@ -219,7 +226,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         }
         if cpu < Self::OWNED {
             // SAFETY: as in `alloc`.
-            return match unsafe { self.slots[cpu].try_enter_owned() } {
+            return match unsafe { self.slots[cpu].try_enter_owned(Self::ONE_CORE) } {
                 // SAFETY: the caller's guarantee.
                 Ok(g) => unsafe { self.free_in(g, obj, class) },
                 // SAFETY: the caller's guarantee.

@@ -35,11 +35,11 @@ impl CpuSlot {
     /// # Safety
     /// The caller must be the context that owns the slot (see `ExclusiveSlots::new`).
     #[inline(always)]
-    pub(crate) unsafe fn enter_owned(&self) -> Option<SlotGuard<'_>> {
-        if self.lock.enter_owned() {
+    pub(crate) unsafe fn enter_owned(&self, one_core: bool) -> Option<SlotGuard<'_>> {
+        if self.lock.enter_owned(one_core) {
             Some(SlotGuard {
                 slot: self,
-                how: Entry::Owned,
+                how: Entry::Owned { one_core },
             })
         } else {
             None
@@ -52,10 +52,10 @@ impl CpuSlot {
     /// # Safety
     /// As for [`enter_owned`](Self::enter_owned).
     #[inline(always)]
-    pub(crate) unsafe fn try_enter_owned(&self) -> Result<SlotGuard<'_>, BackOff> {
-        self.lock.try_enter_owned().map(|()| SlotGuard {
+    pub(crate) unsafe fn try_enter_owned(&self, one_core: bool) -> Result<SlotGuard<'_>, BackOff> {
+        self.lock.try_enter_owned(one_core).map(|()| SlotGuard {
             slot: self,
-            how: Entry::Owned,
+            how: Entry::Owned { one_core },
         })
     }
 
@@ -104,7 +104,10 @@ impl CpuSlot {
 /// How a guard entered its slot, which says how it leaves.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Entry {
-    Owned,
+    /// `one_core`: see `SlotLock::enter_owned`.
+    Owned {
+        one_core: bool,
+    },
     Shared,
     Remote,
 }
@@ -128,7 +131,7 @@ impl Drop for SlotGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         match self.how {
-            Entry::Owned => self.slot.lock.leave_owned(),
+            Entry::Owned { one_core } => self.slot.lock.leave_owned(one_core),
             Entry::Shared => self.slot.lock.leave_shared(),
             Entry::Remote => self.slot.lock.leave_remote(),
         }
@@ -144,9 +147,9 @@ mod tests {
         let s = CpuSlot::new();
         let barrier = || true;
         // SAFETY: this test is the slot's only context.
-        let g = unsafe { s.enter_owned() }.expect("free slot");
+        let g = unsafe { s.enter_owned(false) }.expect("free slot");
         // SAFETY: as above (a second entry by the same context, as a re-entering handler).
-        let again = unsafe { s.enter_owned() };
+        let again = unsafe { s.enter_owned(false) };
         assert!(again.is_none(), "re-entry backs off");
         assert!(
             s.enter_remote(barrier).is_none(),
@@ -155,13 +158,13 @@ mod tests {
         drop(g);
         let r = s.enter_remote(barrier).expect("idle slot");
         // SAFETY: as above.
-        let owner = unsafe { s.enter_owned() };
+        let owner = unsafe { s.enter_owned(false) };
         assert!(owner.is_none(), "owner backs off from a remote");
         assert!(s.enter_remote(barrier).is_none(), "one remote at a time");
         drop(r);
         assert!(s.enter_remote(|| false).is_none(), "no barrier, no remote");
         // SAFETY: as above.
-        let free = unsafe { s.enter_owned() };
+        let free = unsafe { s.enter_owned(false) };
         assert!(free.is_some(), "free again");
     }
 
