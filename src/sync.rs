@@ -28,6 +28,33 @@ fn plain(flag: &AtomicBool) -> &core::sync::atomic::AtomicBool {
     unsafe { core::sync::atomic::AtomicBool::from_ptr(flag.as_ptr()) }
 }
 
+/// `core`'s view of a `portable-atomic` word that is only ever loaded and stored, never
+/// read-modify-written (the page map's run fields and class bytes), for a lock-free reader
+/// on the free path: a native load, where `portable-atomic`'s emulation (thumbv6m) would
+/// wrap it in a critical section.
+#[inline(always)]
+pub(crate) fn native_usize(a: &AtomicUsize) -> &core::sync::atomic::AtomicUsize {
+    // SAFETY: `as_ptr` points at the word, valid and aligned (same size and alignment as
+    // `core`'s) while `a` is borrowed. The callers' words are only loaded and stored, by
+    // `portable-atomic` (native, or inside a critical section) or natively, so a native
+    // load never tears an operation.
+    unsafe { core::sync::atomic::AtomicUsize::from_ptr(a.as_ptr()) }
+}
+
+/// [`native_usize`] for a pointer.
+#[inline(always)]
+pub(crate) fn native_ptr<T>(a: &AtomicPtr<T>) -> &core::sync::atomic::AtomicPtr<T> {
+    // SAFETY: as in `native_usize`.
+    unsafe { core::sync::atomic::AtomicPtr::from_ptr(a.as_ptr()) }
+}
+
+/// [`native_usize`] for a byte.
+#[inline(always)]
+pub(crate) fn native_u8(a: &AtomicU8) -> &core::sync::atomic::AtomicU8 {
+    // SAFETY: as in `native_usize`.
+    unsafe { core::sync::atomic::AtomicU8::from_ptr(a.as_ptr()) }
+}
+
 /// The default lock of the central cache and the page heap: a spin lock from `spin`.
 pub type DefaultRawMutex = spin::mutex::SpinMutex<()>;
 

@@ -47,6 +47,8 @@ pub(crate) use self::slot::{CpuSlot, SlotGuard};
 
 /// Tier 1: `CPUS` slots over the central cache, which this tier owns, and the platform that
 /// says which slot a context uses.
+/// `repr(C)`: the slots first, at the heap's own address (see `Heap`).
+#[repr(C)]
 pub(crate) struct CpuCache<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> {
     pub(crate) slots: [CpuSlot; CPUS],
     pub(crate) platform: P,

@@ -62,6 +62,9 @@ fn is_small(tag: u8) -> bool {
 /// zero-sized [`FatalHook`](crate::FatalHook)) and a lock whose initial state is zero (both of
 /// this crate's are), its bytes are all zero: the `static` goes to `.bss` and costs no flash
 /// for an initial image. (Each setting is stored as its difference from `Config::small()`'s.)
+// `repr(C)`: tier 1 (and so its slots) at offset 0, where Thumb-1's 5-bit load and store
+// offsets reach the slot's flags and counters from the heap's own address.
+#[repr(C)]
 pub struct Heap<
     S: PageSource,
     P: Platform = SingleCpu,

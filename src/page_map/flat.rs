@@ -6,7 +6,9 @@ use core::ptr::{self, NonNull};
 use super::live_words;
 use super::{sealed, PageMap, PageRef};
 use crate::span::{Span, CLASS_NONE};
-use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{
+    native_ptr, native_u8, native_usize, AtomicPtr, AtomicU8, AtomicUsize, Ordering,
+};
 
 /// A page map over at most `N` runs, each covered by a flat array: the right choice when the
 /// source hands out few runs (static regions, or a source that grows in large steps).
@@ -141,17 +143,21 @@ impl<const N: usize> PageMap for FlatMap<N> {
         // Run 0 only, without the count: its length is 0 until it is published, and most
         // heaps have one run.
         let run = self.runs.first()?;
-        // Length first (Acquire), then the fields it publishes.
-        let len = run.len.load(Ordering::Acquire);
-        let off = addr.wrapping_sub(run.base.load(Ordering::Relaxed));
+        // Length first (Acquire), then the fields it publishes. Native loads: these fields
+        // and the class bytes are only loaded and stored (see `native_usize`).
+        let len = native_usize(&run.len).load(Ordering::Acquire);
+        let off = addr.wrapping_sub(native_usize(&run.base).load(Ordering::Relaxed));
         if off >= len {
             return None;
         }
         // SAFETY: `off >> page_shift` is below the run's page count; the Acquire load of the
         // nonzero length saw the array published.
-        Some(unsafe {
-            (*run.classes.load(Ordering::Relaxed).add(off >> page_shift)).load(Ordering::Relaxed)
-        })
+        let class = unsafe {
+            &*native_ptr(&run.classes)
+                .load(Ordering::Relaxed)
+                .add(off >> page_shift)
+        };
+        Some(native_u8(class).load(Ordering::Relaxed))
     }
 
     #[inline(always)]
