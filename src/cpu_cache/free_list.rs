@@ -72,6 +72,17 @@ impl FreeLists {
         }
     }
 
+    /// The classes in `lo..hi` whose limit is not 0, in increasing order. Each step looks
+    /// the next one up afresh, so the walker may change limits (and so the set) as it goes.
+    pub(crate) fn active_classes(&self, lo: usize, hi: usize) -> impl Iterator<Item = usize> + '_ {
+        let mut next = lo;
+        core::iter::from_fn(move || {
+            let c = self.first_active(next, hi)?;
+            next = c + 1;
+            Some(c)
+        })
+    }
+
     /// The lowest class in `lo..hi` whose limit is not 0.
     pub(crate) fn first_active(&self, lo: usize, hi: usize) -> Option<usize> {
         let bits = usize::BITS as usize;
@@ -329,6 +340,8 @@ mod tests {
         assert_eq!(l.first_active(65, NUM_CLASSES), Some(last));
         assert_eq!(l.first_active(2, 63), None, "the upper bound is exclusive");
         assert_eq!(l.first_active(65, last), None);
+        assert!(l.active_classes(1, NUM_CLASSES).eq([1, 63, 64, last]));
+        assert!(l.active_classes(2, 64).eq([63]));
         // SAFETY: as above.
         unsafe { l.set_max_len(63, 0) };
         assert_eq!(l.first_active(2, NUM_CLASSES), Some(64));

@@ -413,12 +413,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
         // The classes with a limit (a list with limit 0 is empty, see `drain_slot`): those
         // after `class`, then those up to it.
         for (lo, hi) in [(class + 1, NUM_CLASSES), (1, class + 1)] {
-            let mut next = lo;
-            while let Some(c) = lists.first_active(next, hi) {
+            for c in lists.active_classes(lo, hi) {
                 if lists.capacity() <= target {
                     return;
                 }
-                next = c + 1;
                 let keep = if empty { 0 } else { lists.max_len(c) / 2 };
                 // SAFETY: we are inside the slot.
                 let chain = unsafe {
@@ -625,9 +623,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// A limit holds no memory; the budget bounds the limits as before.
     fn empty_lists(&self, g: &SlotGuard<'_>) {
         let lists = g.lists();
-        let mut next = 1;
-        while let Some(c) = lists.first_active(next, NUM_CLASSES) {
-            next = c + 1;
+        for c in lists.active_classes(1, NUM_CLASSES) {
             let n = lists.len(c);
             if n > 0 {
                 // SAFETY: we are inside the slot.
