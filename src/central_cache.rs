@@ -211,12 +211,50 @@ impl<S: PageSource, R: RawMutex> CentralCache<S, R> {
 pub(crate) struct CentralList {
     /// Doubly linked through `Span::next`/`prev`; every span here has a free object.
     pub(crate) head: *mut Span,
-    /// Spans of this class in use (in the list or full).
-    pub(crate) spans: usize,
+    /// Spans of this class in use (in the list or full), shifted left by 8, and in the low
+    /// 8 bits the listed spans with no object handed out (the span reserve, at most 255:
+    /// `Config::reserve_spans` is checked). One word, so that with the lock byte in front a
+    /// class's record is 16 bytes on a 32-bit target, not 20.
+    counts: usize,
     /// The transfer cache (nothing without feature `transfer-cache`).
     pub(crate) transfer: TransferStack,
+}
+
+/// One span in [`CentralList::counts`].
+const ONE_SPAN: usize = 1 << 8;
+
+impl CentralList {
+    /// Spans of this class in use (in the list or full).
+    #[inline]
+    pub(crate) fn spans(&self) -> usize {
+        self.counts >> 8
+    }
+
     /// Listed spans with no object handed out (the span reserve).
-    pub(crate) empty: u16,
+    #[inline]
+    pub(crate) fn empty(&self) -> u16 {
+        (self.counts & (ONE_SPAN - 1)) as u16
+    }
+
+    /// A span joins the class: new, so it is also empty.
+    #[inline]
+    fn add_empty_span(&mut self) {
+        self.counts += ONE_SPAN + 1;
+    }
+
+    /// A span with no object in use joins the reserve (the caller checked it has room).
+    #[inline]
+    fn add_empty(&mut self) {
+        debug_assert!(self.empty() < 255);
+        self.counts += 1;
+    }
+
+    /// A span leaves the reserve.
+    #[inline]
+    fn take_empty(&mut self) {
+        debug_assert!(self.empty() > 0);
+        self.counts -= 1;
+    }
 }
 
 // SAFETY: the spans are heap metadata reachable only under the class lock.
@@ -341,9 +379,8 @@ impl<R: RawMutex> CentralClass<R> {
                 R::INIT,
                 CentralList {
                     head: ptr::null_mut(),
-                    spans: 0,
+                    counts: 0,
                     transfer: TransferStack::EMPTY,
-                    empty: 0,
                 },
             ),
             free_objects: AtomicUsize::new(0),
@@ -439,7 +476,7 @@ impl<R: RawMutex> CentralClass<R> {
                 // than cutting into a long run, and when memory is short a shortest span
                 // is enough.
                 let shortest = span_pages(class, page_size, min_span_bytes);
-                let pages = span_pages(class, page_size, min_span_bytes << list.spans.min(3));
+                let pages = span_pages(class, page_size, min_span_bytes << list.spans().min(3));
                 let got = pages_below.alloc_span_between(pages, shortest, page_size, class as u8);
                 let Some((new, _)) = got else { break };
                 // SAFETY: a fresh span record owned by this class from now on.
@@ -448,15 +485,14 @@ impl<R: RawMutex> CentralClass<R> {
                     free += (*new).capacity as usize;
                     list.push_front(new);
                 }
-                list.spans += 1;
-                list.empty += 1;
+                list.add_empty_span();
                 span = new;
             }
             // SAFETY: spans in the list are live spans of this class; we hold its lock.
             let s = unsafe { &mut *span };
             if s.allocated == 0 {
                 // The span leaves the reserve.
-                list.empty -= 1;
+                list.take_empty();
             }
             while chain.len < n && s.has_free() {
                 // SAFETY: `s` has a free object, taken under the class lock; the chain owns it.
@@ -507,8 +543,8 @@ impl<R: RawMutex> CentralClass<R> {
                 unsafe { list.push_front(span) };
             }
             if s.allocated == 0 {
-                if list.empty < reserve {
-                    list.empty += 1;
+                if list.empty() < reserve {
+                    list.add_empty();
                     continue;
                 }
                 // SAFETY: `s` is in the list (pushed above if it was not), and no object of
@@ -530,12 +566,12 @@ impl<R: RawMutex> CentralClass<R> {
     ) {
         let mut free = self.free_objects.load(Ordering::Relaxed);
         let mut s = list.head;
-        while list.empty > 0 && !s.is_null() {
+        while list.empty() > 0 && !s.is_null() {
             // SAFETY: listed spans are live records of this class; we hold its lock.
             let span = unsafe { &mut *s };
             s = span.next;
             if span.allocated == 0 {
-                list.empty -= 1;
+                list.take_empty();
                 // SAFETY: a listed span with no object in use or cached anywhere.
                 free -= unsafe { list.release(span, pages) };
             }
@@ -572,7 +608,7 @@ impl CentralList {
             self.unlink(&mut *span);
             (*span).capacity as usize
         };
-        self.spans -= 1;
+        self.counts -= ONE_SPAN;
         // SAFETY: no object of the span is in use or cached anywhere.
         unsafe { pages.free_span(span) };
         capacity
@@ -671,8 +707,8 @@ mod tests {
         let c = &cache.classes[class];
         (
             (c.transfer_count.get() / cache.batch(class)) as u16,
-            list.empty,
-            list.spans,
+            list.empty(),
+            list.spans(),
             c.transfer_count.get(),
         )
     }
@@ -694,7 +730,7 @@ mod tests {
         objs.dedup();
         assert_eq!(objs.len(), 128, "distinct objects");
         // The class's first span is one page (64 objects); its second is twice as long.
-        assert_eq!(central.list.lock().spans, 2);
+        assert_eq!(central.list.lock().spans(), 2);
         assert_eq!(
             stats.span_pages.load(Ordering::Relaxed),
             3,
@@ -711,7 +747,7 @@ mod tests {
         let keep = objs.pop().unwrap();
         // SAFETY: every object came from `remove_batch` and is returned once.
         unsafe { cache.insert_batch(class, chain_of(&objs), true) };
-        assert_eq!(central.list.lock().spans, 1, "the emptied span went back");
+        assert_eq!(central.list.lock().spans(), 1, "the emptied span went back");
         assert_eq!(stats.spans_freed.load(Ordering::Relaxed), 1);
         let mut listed = 0;
         central.for_each_listed(|s| {
@@ -723,7 +759,7 @@ mod tests {
         // The last object returns its span too.
         // SAFETY: as above.
         unsafe { cache.insert_batch(class, chain_of(&[keep]), true) };
-        assert_eq!(central.list.lock().spans, 0);
+        assert_eq!(central.list.lock().spans(), 0);
         assert_eq!(central.free_objects.load(Ordering::Relaxed), 0);
         assert_eq!(stats.span_pages.load(Ordering::Relaxed), 0);
     }

@@ -3,7 +3,8 @@
 //! The table is computed at compile time. Up to 64 bytes the classes step by 8; above that
 //! every power-of-two range `[2^k, 2^(k+1))` is cut into 8 equal steps, so a request above
 //! 64 bytes never wastes more than 1/8 (12.5%) of the object that serves it. The largest class
-//! is [`MAX_CLASS_SIZE`] (64 KiB, or 32 KiB without feature `big-classes`); a heap may use a
+//! is [`MAX_CLASS_SIZE`] (64 KiB; 32 KiB with feature `classes-32k` but not `big-classes`;
+//! 2 KiB without either, the firmware set); a heap may use a
 //! lower small-object limit (see
 //! [`crate::Config`]), above which requests are served as whole page spans.
 //!
@@ -15,15 +16,22 @@
 #[cfg(feature = "big-classes")]
 pub const NUM_CLASSES: usize = 89;
 /// Number of entries in the class tables. Index 0 means "no class" (a page-level span).
-#[cfg(not(feature = "big-classes"))]
+#[cfg(all(feature = "classes-32k", not(feature = "big-classes")))]
 pub const NUM_CLASSES: usize = 81;
+/// Number of entries in the class tables. Index 0 means "no class" (a page-level span).
+#[cfg(not(feature = "classes-32k"))]
+pub const NUM_CLASSES: usize = 49;
 
 /// The largest object size served from a size class: 64 KiB with feature `big-classes`
-/// (default), else 32 KiB.
+/// (default), 32 KiB with `classes-32k` alone, else 2 KiB (the firmware set, which
+/// `Config::small()`'s 256-byte pages cap at 2 KiB anyway: every class costs a heap about
+/// 16 bytes of `.bss` on a 32-bit target, its central list and a list in every CPU slot).
 pub const MAX_CLASS_SIZE: usize = if cfg!(feature = "big-classes") {
     64 * 1024
-} else {
+} else if cfg!(feature = "classes-32k") {
     32 * 1024
+} else {
+    2 * 1024
 };
 
 /// An entry of the run-time size table: `u16` where every class fits (32 KiB), for half the
@@ -258,10 +266,14 @@ mod tests {
         }
         assert_eq!(class_for(24, 16, MAX_CLASS_SIZE), Some(class_of_size(32)));
         assert_eq!(
-            class_for(100, 4096, MAX_CLASS_SIZE).map(class_size),
-            Some(4096)
+            class_for(100, 2048, MAX_CLASS_SIZE).map(class_size),
+            Some(2048)
         );
-        assert_eq!(class_for(5000, 8, 4096), None);
+        assert_eq!(class_for(100, 4096, 2048), None);
+        if MAX_CLASS_SIZE >= 8192 {
+            assert_eq!(class_for(5000, 8, 4096), None);
+            assert_eq!(class_for(5000, 8, 8192).map(class_size), Some(5120));
+        }
     }
 
     #[test]
@@ -282,14 +294,16 @@ mod tests {
                 );
             }
         }
-        assert_eq!(span_pages(class_of_size(3072), 4096, 4096), 3);
         assert_eq!(span_pages(class_of_size(64), 256, 512), 2);
         assert_eq!(span_pages(class_of_size(8), 256, 0), 1);
         assert_eq!(span_pages(class_of_size(8), 4096, 4096), 1);
         assert_eq!(span_pages(class_of_size(2048), 256, 512), 8);
-        assert_eq!(span_pages(class_of_size(18432), 4096, 4096), 9);
         assert_eq!(span_pages(class_of_size(40), 256, 256), 1);
         assert_eq!(span_pages(class_of_size(1152), 4096, 4096), 2);
+        if MAX_CLASS_SIZE >= 32 * 1024 {
+            assert_eq!(span_pages(class_of_size(3072), 4096, 4096), 3);
+            assert_eq!(span_pages(class_of_size(18432), 4096, 4096), 9);
+        }
     }
 
     #[test]

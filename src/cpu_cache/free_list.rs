@@ -325,26 +325,30 @@ mod tests {
     fn the_active_set_follows_the_limits_across_words() {
         let l = FreeLists::new();
         let last = NUM_CLASSES - 1;
+        // The last class of the first word and the first of the second, where there is a
+        // second word (the firmware set's 49 classes fit one 64-bit word).
+        let a = (usize::BITS as usize - 1).min(last - 2);
+        let b = a + 1;
         assert_eq!(l.first_active(1, NUM_CLASSES), None);
         // SAFETY: the test is the slot's only context.
         unsafe {
-            for c in [1, 63, 64, last] {
+            for c in [1, a, b, last] {
                 l.set_max_len(c, 5);
             }
             // Raising a limit that is already set leaves the bit alone.
-            l.set_max_len(63, 9);
+            l.set_max_len(a, 9);
         }
         assert_eq!(l.first_active(1, NUM_CLASSES), Some(1));
-        assert_eq!(l.first_active(2, NUM_CLASSES), Some(63));
-        assert_eq!(l.first_active(64, NUM_CLASSES), Some(64));
-        assert_eq!(l.first_active(65, NUM_CLASSES), Some(last));
-        assert_eq!(l.first_active(2, 63), None, "the upper bound is exclusive");
-        assert_eq!(l.first_active(65, last), None);
-        assert!(l.active_classes(1, NUM_CLASSES).eq([1, 63, 64, last]));
-        assert!(l.active_classes(2, 64).eq([63]));
+        assert_eq!(l.first_active(2, NUM_CLASSES), Some(a));
+        assert_eq!(l.first_active(b, NUM_CLASSES), Some(b));
+        assert_eq!(l.first_active(b + 1, NUM_CLASSES), Some(last));
+        assert_eq!(l.first_active(2, a), None, "the upper bound is exclusive");
+        assert_eq!(l.first_active(b + 1, last), None);
+        assert!(l.active_classes(1, NUM_CLASSES).eq([1, a, b, last]));
+        assert!(l.active_classes(2, b).eq([a]));
         // SAFETY: as above.
-        unsafe { l.set_max_len(63, 0) };
-        assert_eq!(l.first_active(2, NUM_CLASSES), Some(64));
+        unsafe { l.set_max_len(a, 0) };
+        assert_eq!(l.first_active(2, NUM_CLASSES), Some(b));
         assert_eq!(l.first_active(NUM_CLASSES, NUM_CLASSES), None);
     }
 

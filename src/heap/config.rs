@@ -17,8 +17,8 @@ pub struct Config {
     /// page map has one entry per page.
     pub page_size: usize,
     /// Largest request served from a size class; larger ones are page spans. At most
-    /// [`MAX_CLASS_SIZE`] (64 KiB, or 32 KiB without
-    /// feature `big-classes`), which is `Config::new()`'s; at least 8 pages where the pages
+    /// [`MAX_CLASS_SIZE`] (64 KiB; 32 KiB with feature `classes-32k` alone, 2 KiB without
+    /// it), which is `Config::new()`'s; at least 8 pages where the pages
     /// allow it, so that a page span never wastes more than 1/8.
     pub max_small: usize,
     /// Each CPU slot's budget: the bytes its free lists' limits may allow together (the sum
@@ -39,7 +39,7 @@ pub struct Config {
     pub transfer_batches: u16,
     /// Spans with no object in use each size class keeps instead of returning them to the
     /// page heap at once (so a class that empties and refills a span in turn does not carve
-    /// it again). The out-of-memory drain returns them.
+    /// it again). The out-of-memory drain returns them. At most 255.
     pub reserve_spans: u16,
 }
 
@@ -110,7 +110,8 @@ impl Config {
         self
     }
 
-    /// Set the empty spans each class may keep (0: each goes back to the page heap at once).
+    /// Set the empty spans each class may keep (0: each goes back to the page heap at once;
+    /// at most 255).
     pub const fn with_reserve_spans(mut self, spans: u16) -> Self {
         self.reserve_spans = spans;
         self
@@ -131,7 +132,7 @@ impl Config {
         );
         assert!(
             self.max_small >= FAST_SIZE * 2 && self.max_small <= MAX_CLASS_SIZE,
-            "cpuheap: max_small must be from 2048 to MAX_CLASS_SIZE (65536; 32768 without feature big-classes)"
+            "cpuheap: max_small must be from 2048 to MAX_CLASS_SIZE (65536; 32768 with feature classes-32k alone; 2048 without it)"
         );
         // A span's object counts are `u16`s: with spans up to 8 x `min_span_bytes` (2 x for
         // the tail-waste search), 32 KiB keeps even 8-byte objects below 65 536 per span
@@ -139,6 +140,11 @@ impl Config {
         assert!(
             self.min_span_bytes <= MAX_MIN_SPAN_BYTES,
             "cpuheap: min_span_bytes must be at most 32768"
+        );
+        // The reserve's count shares a word with the class's span count (8 bits of it).
+        assert!(
+            self.reserve_spans <= 255,
+            "cpuheap: reserve_spans must be at most 255"
         );
     }
 }
@@ -178,5 +184,21 @@ pub(crate) type StoredPageShift = Stored<{ SMALL.page_size.trailing_zeros() as u
 impl Default for Config {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_spans_fit_their_eight_bits() {
+        Config::new().with_reserve_spans(255).validate();
+        let too_many =
+            std::panic::catch_unwind(|| Config::new().with_reserve_spans(256).validate());
+        assert!(
+            too_many.is_err(),
+            "256 reserved spans would carry into the span count"
+        );
     }
 }

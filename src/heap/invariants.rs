@@ -139,7 +139,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         for (class, c) in central.classes.iter().enumerate().skip(1) {
             // SAFETY: the caller holds every central lock.
             let list = unsafe { &*c.list.data_ptr() };
-            list_spans += list.spans;
+            list_spans += list.spans();
             let (mut free, mut empty) = (0usize, 0usize);
             let mut s = list.head;
             // SAFETY: listed spans are live records.
@@ -161,7 +161,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
                     class,
                 );
             }
-            if empty != list.empty as usize || empty > central.reserve_spans as usize {
+            if empty != list.empty() as usize || empty > central.reserve_spans as usize {
                 return broken("central span reserve disagrees with its empty spans", class);
             }
             list_empty += empty;
