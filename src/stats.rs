@@ -97,8 +97,10 @@ pub(crate) struct SlotStats {
     pub(crate) flush_bytes: PlainUsize,
     /// The slot's net in-use bytes as last folded into the heap-wide counter.
     pub(crate) published: PlainUsize,
-    /// `realloc` calls made on this CPU, and how many stayed in place. Updated with atomic
-    /// read-modify-writes (realloc does not hold the slot), on this CPU's own cache line.
+    /// `realloc` calls made on this CPU, and how many stayed in place, on this CPU's own
+    /// cache line. Realloc does not hold the slot: these are added by `CpuCache::count`, with
+    /// a plain load and store by a context that owns the slot on a multi-core platform, else
+    /// atomically.
     pub(crate) reallocs: AtomicUsize,
     pub(crate) reallocs_in_place: AtomicUsize,
 }

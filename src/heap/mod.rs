@@ -346,8 +346,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
     /// must not overflow `isize`.
     pub unsafe fn reallocate(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // Counted in the current slot, not a shared line: realloc is a hot operation.
-        let st = &self.cpu.slot(self.cpu.platform.current_cpu()).stats;
-        st.reallocs.fetch_add(1, Ordering::Relaxed);
+        let cpu = self.cpu.platform.current_cpu();
+        self.cpu.count(cpu, |s| &s.reallocs);
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();
         };
@@ -361,7 +361,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
             if new_class.is_some_and(|c| keeps_in_place(tag as usize, c, new_size)) {
-                st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
+                self.cpu.count(cpu, |s| &s.reallocs_in_place);
                 return ptr;
             }
         } else if tag == CLASS_LARGE {
@@ -370,7 +370,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
             if new_class.is_none() {
                 if let Some(p) = self.resize_large(&pr, addr, new_size, layout.align()) {
                     // In place, or remapped without a copy.
-                    st.reallocs_in_place.fetch_add(1, Ordering::Relaxed);
+                    self.cpu.count(cpu, |s| &s.reallocs_in_place);
                     // A remapped run's live bit moves with it.
                     #[cfg(feature = "checked")]
                     if p != ptr {
