@@ -337,7 +337,7 @@ pub unsafe extern "C" fn cpuheap_stats(out: *mut CpuheapStats) -> c_int {
 
 /// A fixed buffer to format into without allocating.
 struct Buf {
-    b: [u8; 512],
+    b: [u8; 1024],
     n: usize,
 }
 
@@ -375,13 +375,29 @@ extern "C" fn on_exit_stats() {
         return;
     }
     let s = HEAP.stats();
-    let mut buf = Buf { b: [0; 512], n: 0 };
+    let mut buf = Buf { b: [0; 1024], n: 0 };
     // SAFETY: `getpid` has no preconditions.
     let pid = unsafe { libc::getpid() };
     let _ = writeln!(
         buf,
-        "cpuheap pid={} allocs={} frees={} in_use_bytes={} peak_in_use_bytes={} source_bytes={} slot_fallbacks={}",
-        pid, s.allocs, s.frees, s.in_use_bytes, s.peak_in_use_bytes, s.source_bytes, s.slot_fallbacks
+        "cpuheap pid={} allocs={} frees={} in_use_bytes={} peak_in_use_bytes={} source_bytes={} slot_fallbacks={} \
+         cpu_cache_bytes={} central_cache_bytes={} transfer_cache_bytes={} span_bytes={} \
+         page_heap_free_bytes={} page_heap_idle_bytes={} discarded_bytes={} metadata_bytes={}",
+        pid,
+        s.allocs,
+        s.frees,
+        s.in_use_bytes,
+        s.peak_in_use_bytes,
+        s.source_bytes,
+        s.slot_fallbacks,
+        s.cpu_cache_bytes,
+        s.central_cache_bytes,
+        s.transfer_cache_bytes,
+        s.span_bytes,
+        s.page_heap_free_bytes,
+        s.page_heap_idle_bytes,
+        s.discarded_bytes,
+        s.metadata_bytes
     );
     // SAFETY: the path is a NUL-terminated copy made by the constructor (see `StatsPath`);
     // `open`, `write` and `close` get valid arguments.

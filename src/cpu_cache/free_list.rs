@@ -26,9 +26,19 @@ use crate::size_class::{class_size, NUM_CLASSES};
 use crate::span::FreeObj;
 use crate::sync::{Ordering, PlainI16, PlainU16, PlainUsize};
 
-/// Longest list limit a slot keeps (the room is an `i16`: `limit - len` stays within it
-/// because a list never holds more than its limit plus one).
-pub(crate) const MAX_LIMIT: usize = i16::MAX as usize;
+/// Longest list limit a slot keeps: 14 bits, since the top two bits of a stored limit count
+/// the list's overflows since its limit last changed ([`FreeLists::overflowed`]). (The room
+/// is an `i16`: `limit - len` stays within it because a list never holds more than its limit
+/// plus one.)
+pub(crate) const MAX_LIMIT: usize = LIMIT_MASK as usize;
+
+/// The limit's bits of a stored limit; above them, the overflow count.
+const LIMIT_MASK: u16 = (1 << 14) - 1;
+/// One overflow in a stored limit.
+const OVERFLOW_ONE: u16 = 1 << 14;
+/// Overflows with no change of the limit between them after which a list's limit drops by a
+/// batch (TCMalloc's thread caches use the same number).
+const OVERFLOWS_TO_SHRINK: u16 = 3;
 
 /// The free lists of one slot.
 #[repr(C)]
@@ -38,7 +48,8 @@ pub(crate) struct FreeLists {
     heads: UnsafeCell<[*mut FreeObj; NUM_CLASSES]>,
     /// Each class's limit less its length: negative when a push took the list past its limit.
     room: [PlainI16; NUM_CLASSES],
-    /// Each class's length limit.
+    /// Each class's length limit (the low 14 bits), and how often the list overflowed since
+    /// the limit last changed (the top two).
     limit: [PlainU16; NUM_CLASSES],
     /// Bytes the limits allow: the sum over classes of limit × class size.
     pub(crate) capacity: PlainUsize,
@@ -141,7 +152,7 @@ impl FreeLists {
     /// Length of `class`'s list. Exact inside the slot; from outside, a recent value.
     #[inline]
     pub(crate) fn len(&self, class: usize) -> usize {
-        let limit = self.limit[class].load(Ordering::Relaxed) as isize;
+        let limit = (self.limit[class].load(Ordering::Relaxed) & LIMIT_MASK) as isize;
         let room = self.room[class].load(Ordering::Relaxed) as isize;
         (limit - room).max(0) as usize
     }
@@ -149,7 +160,22 @@ impl FreeLists {
     /// Length limit of `class`'s list: a free that takes the list past it sends a batch back.
     #[inline]
     pub(crate) fn max_len(&self, class: usize) -> usize {
-        self.limit[class].load(Ordering::Relaxed) as usize
+        (self.limit[class].load(Ordering::Relaxed) & LIMIT_MASK) as usize
+    }
+
+    /// Count an overflow of `class`'s list (a free took it past its limit); `true` on the
+    /// third since its limit last changed (by a refill, a flush or the budget), when the
+    /// caller lowers the limit, which clears the count.
+    ///
+    /// # Safety
+    /// The caller must be inside the slot.
+    pub(crate) unsafe fn overflowed(&self, class: usize) -> bool {
+        let stored = self.limit[class].load(Ordering::Relaxed);
+        if stored / OVERFLOW_ONE + 1 >= OVERFLOWS_TO_SHRINK {
+            return true;
+        }
+        self.limit[class].store(stored + OVERFLOW_ONE, Ordering::Relaxed);
+        false
     }
 
     /// Bytes the limits allow (see the module docs). Exact inside the slot.
@@ -168,7 +194,7 @@ impl FreeLists {
     }
 
     /// Set `class`'s limit to `max` (clamped to `MAX_LIMIT`), keeping the length: the room
-    /// and the capacity follow.
+    /// and the capacity follow, and the overflow count starts again from 0.
     ///
     /// # Safety
     /// The caller must be inside the slot.
@@ -368,6 +394,26 @@ mod tests {
         unsafe { l.set_max_len(a, 0) };
         assert_eq!(l.first_active(2, NUM_CLASSES), Some(b));
         assert_eq!(l.first_active(NUM_CLASSES, NUM_CLASSES), None);
+    }
+
+    #[test]
+    fn the_third_overflow_since_a_limit_change_says_shrink() {
+        let l = FreeLists::new();
+        // SAFETY: the test is the slot's only context.
+        unsafe {
+            l.set_max_len(3, MAX_LIMIT);
+            assert!(!l.overflowed(3));
+            assert!(!l.overflowed(3));
+            // The count lives above the limit's bits: neither the limit nor the length moves.
+            assert_eq!((l.max_len(3), l.len(3)), (MAX_LIMIT, 0));
+            assert!(l.overflowed(3), "the third");
+            assert!(l.overflowed(3), "still, until the limit changes");
+            l.set_max_len(3, 100);
+            assert_eq!(l.max_len(3), 100);
+            assert!(!l.overflowed(3), "a new limit starts the count again");
+            l.set_max_len(3, 100_000);
+        }
+        assert_eq!(l.max_len(3), MAX_LIMIT, "a limit is clamped to its 14 bits");
     }
 
     #[test]
