@@ -360,6 +360,10 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         if is_small(tag) {
             #[cfg(feature = "checked")]
             self.check_free(&pr, addr, layout, false);
+            // Before anything is copied from it, and since the move below frees it without
+            // `deallocate`'s check.
+            #[cfg(all(feature = "misuse-checks", not(feature = "checked")))]
+            self.check_boundary(&pr, addr, tag as usize);
             if new_class.is_some_and(|c| keeps_in_place(tag as usize, c, new_size)) {
                 self.cpu.count(cpu, |s| &s.reallocs_in_place);
                 return ptr;
@@ -385,10 +389,20 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         let new = self.allocate(new_layout);
         if !new.is_null() {
             // SAFETY: both are live allocations of at least the copied length, and distinct.
+            unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // The old block's class byte is known: freed without a second page-map lookup
+            // (`checked` builds free through `deallocate`, which also clears the live bit).
+            #[cfg(not(feature = "checked"))]
+            // SAFETY: `tag` is its page's class byte, read above; the block is no longer
+            // used (its contents are copied), and the caller gave it up.
             unsafe {
-                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                self.deallocate(ptr, layout);
-            }
+                self.free_tagged(tag, ptr, layout)
+            };
+            #[cfg(feature = "checked")]
+            // SAFETY: as above.
+            unsafe {
+                self.deallocate(ptr, layout)
+            };
         }
         new
     }
