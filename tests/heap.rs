@@ -207,6 +207,37 @@ fn realloc_grows_and_shrinks_preserving_contents() {
 }
 
 #[test]
+fn realloc_moves_between_classes_through_the_slot() {
+    let h = heap::<1>(16 << 20, Config::new());
+    let (a, b) = (layout(100, 8), layout(1000, 8));
+    unsafe {
+        // Class b's list holds `warm` on top.
+        let warm = h.alloc(b);
+        h.dealloc(warm, b);
+        let p = h.alloc(a);
+        fill(p, 100, 9);
+        let q = h.realloc(p, a, 1000);
+        assert_eq!(q, warm, "the move takes the new class's cached object");
+        assert!(verify(q, 100, 9));
+        // The old block went onto its own class's list in the slot.
+        assert_eq!(h.alloc(a), p);
+        // A class nobody used yet: its list is refilled for the move.
+        let refills = h.stats().refills;
+        let r = h.realloc(q, b, 1500);
+        assert!(!r.is_null());
+        assert!(verify(r, 100, 9));
+        assert_eq!(h.stats().refills, refills + 1);
+        assert_eq!(h.alloc(b), q);
+        h.dealloc(q, b);
+        h.dealloc(p, a);
+        h.dealloc(r, layout(1500, 8));
+    }
+    let s = h.stats();
+    assert_eq!((s.reallocs, s.reallocs_in_place, s.in_use_bytes), (2, 0, 0));
+    h.check_invariants().unwrap();
+}
+
+#[test]
 fn realloc_stays_in_place_within_a_class_and_for_spans() {
     let h = heap::<1>(16 << 20, Config::new());
     unsafe {

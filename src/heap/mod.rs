@@ -386,23 +386,35 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         } else {
             self.bad_page(tag, addr);
         }
+        // A small block to another class: inside one entry of the slot when the new class's
+        // list has an object (`checked` builds mark live bits on the general path).
+        #[cfg(not(feature = "checked"))]
+        if let Some(c) = new_class.filter(|_| is_small(tag)) {
+            // SAFETY: the block is a live object of class `tag` (its page's class byte) of at
+            // least `layout.size()` bytes, which the caller gives up; the copy fits both.
+            if let Some(p) = unsafe {
+                self.cpu
+                    .move_object(cpu, ptr, tag as usize, c, layout.size().min(new_size))
+            } {
+                return p;
+            }
+        }
         let new = self.allocate(new_layout);
         if !new.is_null() {
             // SAFETY: both are live allocations of at least the copied length, and distinct.
             unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
-            // The old block's class byte is known: freed without a second page-map lookup
-            // (`checked` builds free through `deallocate`, which also clears the live bit).
-            #[cfg(not(feature = "checked"))]
-            // SAFETY: `tag` is its page's class byte, read above; the block is no longer
-            // used (its contents are copied), and the caller gave it up.
-            unsafe {
-                self.free_tagged(tag, ptr, layout)
-            };
-            #[cfg(feature = "checked")]
-            // SAFETY: as above.
-            unsafe {
-                self.deallocate(ptr, layout)
-            };
+            // The old block's class byte is known: freed without a second page-map lookup.
+            // `checked` builds free through `deallocate`, which also clears the live bit, and
+            // so do one-core platforms, whose map lookup is short and whose flash is scarce
+            // (the free path inlined here was 132 bytes of a firmware image).
+            if cfg!(feature = "checked") || CpuCache::<S, P, R, CPUS>::ONE_CORE {
+                // SAFETY: the block is no longer used (its contents are copied), and the
+                // caller gave it up with this layout.
+                unsafe { self.deallocate(ptr, layout) };
+            } else {
+                // SAFETY: `tag` is its page's class byte, read above; as above.
+                unsafe { self.free_tagged(tag, ptr, layout) };
+            }
         }
         new
     }
