@@ -51,13 +51,16 @@ impl StdHeap {
 
 impl<R: RawMutex> StdHeap<R> {
     /// The configuration: [`Config::new`] (4 KiB pages, objects up to 64 KiB from size
-    /// classes) with 16 MiB of list capacity per CPU slot instead of 4 MiB. A list's limit
-    /// grows only when its class is used, so the cap matters only to a thread whose working
-    /// set passes it: at 4 MiB a thread churning 7 MiB of 8 B–64 KiB blocks (the bench's
-    /// mixed workloads) refilled on 15 % of its allocations and ran at 0.8–0.9× mimalloc; at
-    /// 16 MiB on 0.4 %, at mimalloc's speed, with 48 MB resident on two threads against
-    /// mimalloc's 68 MB. Kernels keep `Config::new()`'s 4 MiB.
-    pub const CONFIG: Config = Config::new().with_cpu_cache_bytes(16 * 1024 * 1024);
+    /// classes) with 32 MiB of list capacity per CPU slot instead of 4 MiB. A list's limit
+    /// grows only when its class is used, and shrinks again in a phase of frees, so the cap
+    /// matters only to a thread whose working set passes it: at 4 MiB a thread churning 7 MiB
+    /// of 8 B–64 KiB blocks (the bench's mixed workloads) refilled on 15 % of its allocations
+    /// and ran at 0.8–0.9× mimalloc; at 16 MiB on 0.4 %, at mimalloc's speed. Against 16 MiB
+    /// (5 runs of 500 ms, same runs): 4 MiB 0.77× on one thread and 0.59× on two, 8 MiB
+    /// 0.88× and 0.81×, 32 MiB 1.03× and 1.07×, 64 MiB 1.02× and 1.06×; two threads' peak
+    /// RSS 48 MB at 16 MiB, 52 MB at 32 MiB (mimalloc 74 MB). Kernels keep `Config::new()`'s
+    /// 4 MiB.
+    pub const CONFIG: Config = Config::new().with_cpu_cache_bytes(32 * 1024 * 1024);
 
     /// The allocator with lock `R`. Takes no memory until the first allocation.
     pub const fn with_lock() -> Self {
