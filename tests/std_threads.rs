@@ -202,7 +202,7 @@ fn realloc_of_huge_blocks_across_the_direct_threshold() {
 #[test]
 fn idle_memory_is_given_back() {
     // 256 MiB of 256 KiB blocks (page spans below the direct threshold), then free them:
-    // more than the 64 MiB idle limit sits free, so the heap discards (madvise) the excess.
+    // more than the 32 MiB idle limit sits free, so the heap discards (madvise) the excess.
     let before = GLOBAL.stats();
     let blocks: Vec<Vec<u8>> = (0..1024).map(|i| vec![i as u8; 256 << 10]).collect();
     black_box(&blocks);
