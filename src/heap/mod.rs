@@ -386,8 +386,9 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> Heap<S, P, R, C
         } else {
             self.bad_page(tag, addr);
         }
-        // A small block to another class: inside one entry of the slot when the new class's
-        // list has an object (`checked` builds mark live bits on the general path).
+        // A small block to another class: pop, copy and push inside one entry of the slot
+        // (`CpuCache::move_object`); the general path below if the slot is taken or memory
+        // is short, and always in `checked` builds, which mark live bits there.
         #[cfg(not(feature = "checked"))]
         if let Some(c) = new_class.filter(|_| is_small(tag)) {
             // SAFETY: the block is a live object of class `tag` (its page's class byte) of at
