@@ -66,7 +66,6 @@ const ACTIVE_WORDS: usize = NUM_CLASSES.div_ceil(usize::BITS as usize);
 // it is `unsafe` with that requirement); the other fields are atomics.
 unsafe impl Sync for FreeLists {}
 
-/// Add `d` to an owner-written 16-bit counter: a load and a store.
 /// Ask the CPU to bring the cache line at `p` into its caches (x86-64; nothing elsewhere).
 #[inline(always)]
 fn prefetch(p: *mut FreeObj) {
@@ -82,6 +81,7 @@ fn prefetch(p: *mut FreeObj) {
     let _ = p;
 }
 
+/// Add `d` to an owner-written 16-bit counter: a load and a store.
 #[inline(always)]
 fn add_i16(c: &PlainI16, d: i16) {
     c.store(c.load(Ordering::Relaxed).wrapping_add(d), Ordering::Relaxed);
