@@ -306,6 +306,7 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// # Safety
     /// `old` must be a live object of `old_class` that the caller gives up, at least `len`
     /// bytes long, and `len` at most `new_class`'s size.
+    #[cfg(not(feature = "checked"))]
     #[inline]
     pub(crate) unsafe fn move_object(
         &self,
