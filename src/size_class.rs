@@ -270,8 +270,12 @@ mod tests {
             Some(2048)
         );
         assert_eq!(class_for(100, 4096, 2048), None);
+        assert_eq!(class_for(5000, 8, 4096), None);
         if MAX_CLASS_SIZE >= 8192 {
-            assert_eq!(class_for(5000, 8, 4096), None);
+            assert_eq!(
+                class_for(100, 4096, MAX_CLASS_SIZE).map(class_size),
+                Some(4096)
+            );
             assert_eq!(class_for(5000, 8, 8192).map(class_size), Some(5120));
         }
     }
