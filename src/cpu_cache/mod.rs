@@ -105,7 +105,8 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     #[inline(always)]
     pub(crate) fn count(&self, cpu: usize, counter: impl Fn(&SlotStats) -> &AtomicUsize) {
         let c = counter(&self.slot(cpu).stats);
-        if P::EXCLUSIVE.is_some() && !Self::ONE_CORE && cpu < Self::OWNED {
+        // (`OWNED` is 0 on a platform without owned slots.)
+        if !Self::ONE_CORE && cpu < Self::OWNED {
             c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         } else {
             c.fetch_add(1, Ordering::Relaxed);
@@ -199,13 +200,23 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
     /// Pop an object of `class` inside the slot, or refill.
     #[inline(always)]
     fn alloc_in(&self, g: SlotGuard<'_>, class: usize) -> *mut u8 {
+        let obj = Self::pop_counted(&g, class);
+        if !obj.is_null() {
+            return obj;
+        }
+        self.refill(g, class)
+    }
+
+    /// Pop an object of `class` inside the held slot and count the allocation, or null if
+    /// the list is empty.
+    #[inline(always)]
+    fn pop_counted(g: &SlotGuard<'_>, class: usize) -> *mut u8 {
         // SAFETY: we are inside the slot.
         let obj = unsafe { g.lists().pop(class) };
         if !obj.is_null() {
             add_owned(&g.slot.stats.allocs, 1);
-            return obj.cast();
         }
-        self.refill(g, class)
+        obj.cast()
     }
 
     /// `alloc` on a platform with owned slots, for an index that named none (the platform may
@@ -323,16 +334,13 @@ impl<S: PageSource, P: Platform, R: RawMutex, const CPUS: usize> CpuCache<S, P, 
             return None;
         }
         let g = self.enter(cpu)?;
-        // SAFETY: we are inside the slot.
-        let mut new = unsafe { g.lists().pop(new_class) }.cast::<u8>();
+        let mut new = Self::pop_counted(&g, new_class);
         if new.is_null() {
             // Refilled inside the same entry; out of memory, the general path drains.
             new = self.refill_batch(&g, new_class);
             if new.is_null() {
                 return None;
             }
-        } else {
-            add_owned(&g.slot.stats.allocs, 1);
         }
         // SAFETY: `new` is a fresh object of `new_class`, at least `len` bytes (the caller's
         // guarantee), distinct from the live `old`, which holds at least `len` bytes.
